@@ -1,0 +1,50 @@
+"""Every default and shared name, in one place.
+
+MLproject repeats the parameter defaults because MLflow reads them from there;
+tests/test_project_files.py checks that MLproject and every step CLI agree with this module.
+"""
+
+from typing import Final
+
+PIPELINE_RUN_NAME: Final = "pystock-training"
+MODEL_ARTIFACT_NAME: Final = "model"
+PREDICTIONS_ARTIFACT_DIR: Final = "predictions"
+
+# Parameter defaults, by the one name each parameter has everywhere.
+DATA_FILE: Final = "data/training/data.csv"
+MODEL_NAME: Final = "training-model-psystock"
+SPLIT: Final = "time"
+SPLITS: Final = ("time", "random")
+TEST_SIZE: Final = 0.33
+RANDOM_STATE: Final = 42
+THRESHOLD: Final = 0.5
+# A weak, noisy signal: shallow trees, a small learning rate and early stopping keep the
+# model from memorising noise; the round cap is rarely reached.
+NUM_BOOST_ROUND: Final = 300
+MAX_DEPTH: Final = 3
+LEARNING_RATE: Final = 0.05
+EARLY_STOPPING_ROUNDS: Final = 30
+
+# Share of the training part held out, at its end in time order, to pick the number of rounds.
+VALIDATION_FRACTION: Final = 0.2
+# Below this the split cannot give train, validation and test parts that hold both classes.
+MIN_ROWS: Final = 30
+# Rows of the input example stored with the model and predicted by the serving check.
+EXAMPLE_ROWS: Final = 5
+
+# Run and model-version tags.
+TAG_PREFIX: Final = "pystock."
+TAG_ERROR: Final = "pystock.error"
+TAG_DATA_DIGEST: Final = "pystock.data_digest"
+TAG_DATA_FILE: Final = "pystock.data_file"
+TAG_CODE_VERSION: Final = "pystock.code_version"
+TAG_MODEL_URI: Final = "pystock.model_uri"
+TAG_PREDICTIONS_FILE: Final = "pystock.predictions_file"
+TAG_DECISION: Final = "pystock.decision"
+TAG_MODEL_VERSION: Final = "pystock.model_version"
+TAG_TRAIN_RUN_ID: Final = "pystock.train_run_id"
+TAG_EVALUATE_RUN_ID: Final = "pystock.evaluate_run_id"
+TAG_METRIC_PREFIX: Final = "pystock.metric."
+
+ALIAS_CHAMPION: Final = "champion"
+ALIAS_CHALLENGER: Final = "challenger"

@@ -1,0 +1,318 @@
+"""Load and validate the training table, and split it into train, validation and test rows.
+
+The data contract (design.md): CSV (headerless or with a header row) or Parquet; the last column
+is the 0/1 label and every other column a numeric feature; a leading unnamed index column, as
+``DataFrame.to_csv`` writes it (header ``,0,1,...,14``), is dropped. Features are read straight
+into float32 with pyarrow (float, not int8, because missing feature values are allowed and
+XGBoost handles them as NaN); the label becomes int8. Every contract breach raises ``DataError``
+with a message that names the file and, where it helps, the line or column.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+from sklearn.model_selection import train_test_split
+
+from pystock_training import config
+from pystock_training.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+PARQUET_MAGIC = b"PAR1"
+SNIFF_BYTES = 64 * 1024
+LABEL_COLUMN = "label"
+
+# Row positions: a slice for the time split (a view, no copy at 100M rows) or an index array.
+Rows = slice | np.ndarray
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A validated training table.
+
+    Attributes:
+        path: The file it was read from, resolved.
+        features: float32 columns named ``f0..f{n-1}`` whatever the file called them, so a
+            model's signature does not depend on the file's header.
+        labels: int8 array of 0/1.
+    """
+
+    path: Path
+    features: pd.DataFrame
+    labels: np.ndarray
+
+    @property
+    def n_rows(self) -> int:
+        """Number of rows."""
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Row positions of the three parts; validation is carved from the training part."""
+
+    train: Rows
+    validation: Rows
+    test: Rows
+
+
+def feature_names(n_features: int) -> list[str]:
+    """Stable positional feature names."""
+    return [f"f{i}" for i in range(n_features)]
+
+
+def load_dataset(path: str | Path) -> Dataset:
+    """Read and validate a training table (CSV or Parquet).
+
+    Raises:
+        DataError: The file is missing, unreadable or breaks the data contract.
+    """
+    path = Path(path).expanduser().resolve()
+    if not path.exists():
+        raise DataError(path, "no such file")
+    if path.is_dir():
+        raise DataError(path, "is a directory, expected a CSV or Parquet file")
+    if not path.is_file():
+        raise DataError(path, "is not a regular file")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(SNIFF_BYTES)
+    except OSError as exc:
+        raise DataError(path, f"cannot be read ({exc.strerror})") from exc
+    if not head.strip():
+        raise DataError(path, "file is empty")
+
+    if head.startswith(PARQUET_MAGIC):
+        table, line_offset = _read_parquet(path), 0
+    else:
+        table, line_offset = _read_csv(path, head)
+    return _validate(path, table, line_offset)
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(path, f"not a readable Parquet file ({_first_line(exc)})") from exc
+    # pandas stores a non-default index as an extra column; like the CSV index column, drop it.
+    keep = [name for name in table.column_names if not name.startswith("__index_level_")]
+    table = table.select(keep)
+    if table.num_columns < 2:
+        raise DataError(path, f"needs at least 2 columns (features and label), found {table.num_columns}")
+    columns = []
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if not (
+            pa.types.is_integer(column.type)
+            or pa.types.is_floating(column.type)
+            or pa.types.is_boolean(column.type)
+        ):
+            raise DataError(path, f"column {name!r} is {column.type}, expected numbers")
+        columns.append(column.cast(pa.float32()))
+    names = [*feature_names(table.num_columns - 1), LABEL_COLUMN]
+    return pa.Table.from_arrays(columns, names=names)
+
+
+def _read_csv(path: Path, head: bytes) -> tuple[pa.Table, int]:
+    """Read a CSV; return the table and how many header lines precede the first data row."""
+    if b"\x00" in head:
+        raise DataError(path, "binary content, expected a CSV or Parquet file")
+    first_line = head.splitlines()[0]
+    try:
+        fields = next(csv.reader([first_line.decode("utf-8-sig")]))
+    except UnicodeDecodeError as exc:
+        raise DataError(path, "not UTF-8 text, expected a CSV or Parquet file") from exc
+    has_header, has_index = _sniff_header(fields)
+    n_columns = len(fields) - int(has_index)
+    if n_columns < 2:
+        raise DataError(path, f"needs at least 2 columns (features and label), found {n_columns}")
+
+    names = [*feature_names(n_columns - 1), LABEL_COLUMN]
+    read_names = ["index", *names] if has_index else names
+    try:
+        table = pa_csv.read_csv(
+            path,
+            read_options=pa_csv.ReadOptions(column_names=read_names, skip_rows=int(has_header)),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.float32()), include_columns=names
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        raise DataError(path, _explain_csv_error(path, exc, read_names, int(has_header))) from exc
+    return table, int(has_header)
+
+
+def _sniff_header(fields: list[str]) -> tuple[bool, bool]:
+    """Tell whether the first CSV line is a header, and whether it opens an index column.
+
+    ``DataFrame.to_csv`` writes ``,0,1,...,14``: an empty first field, then 0..n-2. That line
+    is all numbers, so it is recognised by its shape; any other line with a non-numeric field
+    is a plain header.
+    """
+    stripped = [field.strip() for field in fields]
+    if stripped[0] in ("", "Unnamed: 0") and stripped[1:] == [str(i) for i in range(len(stripped) - 1)]:
+        return True, True
+    has_header = any(field and not _is_number(field) for field in stripped)
+    return has_header, has_header and stripped[0] in ("", "Unnamed: 0")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _explain_csv_error(path: Path, exc: pa.ArrowInvalid, names: list[str], header_lines: int) -> str:
+    """Turn pyarrow's message, which lacks line numbers, into one that points at the line."""
+    message = _first_line(exc)
+    if "Expected" in message and "columns" in message:
+        line = _find_ragged_line(path, len(names))
+        where = f" at line {line}" if line else ""
+        return f"ragged rows: expected {len(names)} columns{where} ({message})"
+    if "conversion error" in message:
+        found = _find_bad_cell(path, names, header_lines)
+        if found:
+            line, column, value = found
+            return f"non-numeric value {value!r} at line {line}, column {column}"
+        return f"non-numeric value ({message})"
+    if "UTF8" in message or "UTF-8" in message:
+        return "not UTF-8 text, expected a CSV or Parquet file"
+    return f"not a readable CSV file ({message})"
+
+
+def _find_ragged_line(path: Path, expected: int) -> int | None:
+    # Only on the error path, so a plain Python scan is fine.
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        for line_no, row in enumerate(csv.reader(handle), start=1):
+            if row and len(row) != expected:
+                return line_no
+    return None
+
+
+def _find_bad_cell(path: Path, names: list[str], header_lines: int) -> tuple[int, int, str] | None:
+    table = pa_csv.read_csv(
+        path,
+        read_options=pa_csv.ReadOptions(column_names=names, skip_rows=header_lines),
+        convert_options=pa_csv.ConvertOptions(column_types=dict.fromkeys(names, pa.string())),
+    )
+    for column_no, name in enumerate(names, start=1):
+        if name == "index":
+            continue
+        text = table[name].to_pandas()
+        numbers = pd.to_numeric(text, errors="coerce")
+        bad = np.flatnonzero(
+            numbers.isna().to_numpy() & text.notna().to_numpy() & (text.str.strip() != "").to_numpy()
+        )
+        if len(bad):
+            return int(bad[0]) + 1 + header_lines, column_no, str(text.iloc[bad[0]])
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _validate(path: Path, table: pa.Table, line_offset: int) -> Dataset:
+    """Check rows and labels; ``line_offset`` turns a row position into a file line number."""
+    where = "line" if line_offset or path.suffix.lower() != ".parquet" else "row"
+    n_rows = table.num_rows
+    if n_rows == 0:
+        raise DataError(path, "no data rows")
+    if n_rows < config.MIN_ROWS:
+        raise DataError(path, f"too few rows: {n_rows}, need at least {config.MIN_ROWS}")
+
+    label = table[LABEL_COLUMN]
+    if label.null_count:
+        row = _first_true(pc.is_null(label))
+        raise DataError(path, f"missing label at {where} {row + 1 + line_offset}")
+    label_values = label.to_numpy()
+    bad = np.flatnonzero((label_values != 0) & (label_values != 1))
+    if len(bad):
+        row = int(bad[0])
+        raise DataError(
+            path, f"label {label_values[row]:g} at {where} {row + 1 + line_offset}, expected 0 or 1"
+        )
+    labels = label_values.astype(np.int8)
+    if len(np.unique(labels)) < 2:
+        raise DataError(path, f"every label is {labels[0]}; training needs both classes")
+
+    features = table.drop_columns([LABEL_COLUMN]).to_pandas()
+    infinite = np.isinf(features.to_numpy())
+    if infinite.any():
+        row, column = np.argwhere(infinite)[0]
+        raise DataError(
+            path, f"infinite feature value at {where} {row + 1 + line_offset}, column {column + 1}"
+        )
+    logger.info(
+        "loaded %s: %d rows, %d features, %.1f%% up", path, n_rows, features.shape[1], 100 * labels.mean()
+    )
+    return Dataset(path=path, features=features, labels=labels)
+
+
+def _first_true(mask: pa.ChunkedArray) -> int:
+    return int(np.flatnonzero(mask.to_numpy(zero_copy_only=False))[0])
+
+
+def split_rows(
+    labels: np.ndarray,
+    *,
+    split: str = config.SPLIT,
+    test_size: float = config.TEST_SIZE,
+    random_state: int = config.RANDOM_STATE,
+    validation_fraction: float = config.VALIDATION_FRACTION,
+    source: str | Path = "data",
+) -> Split:
+    """Split rows into train, validation and test parts.
+
+    ``time`` keeps file order: the last ``test_size`` of rows are the test set, and the last
+    ``validation_fraction`` of the rest validate. Overlapping sliding windows in a random split
+    would put near-copies of test rows in training. ``random`` is the original 67/33 shuffle.
+
+    Raises:
+        DataError: A part would be empty or the train or test part would hold a single class.
+    """
+    if split not in config.SPLITS:
+        raise DataError(source, f"unknown split {split!r}, expected one of {', '.join(config.SPLITS)}")
+    if not 0 < test_size < 1:
+        raise DataError(source, f"test_size must be between 0 and 1, got {test_size}")
+    n_rows = len(labels)
+    # Same rounding as sklearn's train_test_split, so both splits size the test set alike.
+    n_test = math.ceil(test_size * n_rows)
+    n_fit = n_rows - n_test
+    n_validation = math.ceil(validation_fraction * n_fit)
+    if n_test < 1 or n_fit - n_validation < 1 or n_validation < 1:
+        raise DataError(source, f"{n_rows} rows are too few for test_size={test_size}")
+
+    if split == "time":
+        parts = Split(
+            train=slice(0, n_fit - n_validation),
+            validation=slice(n_fit - n_validation, n_fit),
+            test=slice(n_fit, n_rows),
+        )
+    else:
+        fit, test = train_test_split(np.arange(n_rows), test_size=test_size, random_state=random_state)
+        train, validation = train_test_split(fit, test_size=n_validation, random_state=random_state)
+        parts = Split(train=train, validation=validation, test=test)
+
+    for part in ("train", "test"):
+        classes = np.unique(labels[getattr(parts, part)])
+        if len(classes) < 2:
+            raise DataError(
+                source,
+                f"the {part} part of the {split} split holds only label {classes[0]}; "
+                "it needs both classes (use more rows or another test_size)",
+            )
+    return parts

@@ -1,0 +1,78 @@
+"""The predictions CSV that carries the test set from train_model to evaluate_model.
+
+Columns, no index: ``y_test`` (0/1), ``y_pred`` (0/1 at the threshold), ``y_proba`` (probability
+of "up"), then ``baseline_proba`` (the training prior, the naive baseline's probability).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+from pystock_training.errors import DataError
+
+REQUIRED_COLUMNS = ("y_test", "y_pred", "y_proba", "baseline_proba")
+
+
+def write_predictions(
+    path: str | Path,
+    y_test: np.ndarray,
+    y_proba: np.ndarray,
+    threshold: float,
+    baseline_proba: float,
+) -> Path:
+    """Write the predictions CSV atomically: a reader sees the old file or the whole new one."""
+    path = Path(path)
+    table = pa.table(
+        {
+            "y_test": pa.array(np.asarray(y_test, dtype=np.int8)),
+            "y_pred": pa.array((np.asarray(y_proba) >= threshold).astype(np.int8)),
+            "y_proba": pa.array(np.asarray(y_proba, dtype=np.float64)),
+            "baseline_proba": pa.array(np.full(len(y_test), baseline_proba, dtype=np.float64)),
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The temp file sits in the target folder so the rename stays on one filesystem (atomic).
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            pa_csv.write_csv(table, handle, pa_csv.WriteOptions(quoting_style="none"))
+        Path(tmp_name).replace(path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    """Read and check a predictions CSV.
+
+    Raises:
+        DataError: The file is missing or its columns or values are wrong.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "no such predictions file")
+    try:
+        frame = pa_csv.read_csv(path).to_pandas()
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(path, f"not a readable predictions CSV ({str(exc).splitlines()[0]})") from exc
+    missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
+    if missing:
+        raise DataError(path, f"missing column(s) {', '.join(missing)}")
+    if frame.empty:
+        raise DataError(path, "no rows")
+    for column in ("y_test", "y_pred"):
+        if not frame[column].isin([0, 1]).all():
+            raise DataError(path, f"column {column} must hold only 0 and 1")
+    for column in ("y_proba", "baseline_proba"):
+        values = frame[column].to_numpy(dtype=np.float64)
+        if not (np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()):
+            raise DataError(path, f"column {column} must hold probabilities in [0, 1]")
+    return frame

@@ -1,0 +1,202 @@
+"""The driver: one parent run, and train, evaluate and register as child ``mlflow run`` steps."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from mlflow.exceptions import ExecutionException
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_PROJECT_ENTRY_POINT, MLFLOW_PROJECT_ENV
+
+from pystock_training import config
+from pystock_training.errors import DataError, PystockError
+from pystock_training.provenance import PROJECT_ROOT
+from pystock_training.steps import default_predictions_file
+from pystock_training.tracking import log_missing_params, step_run
+
+logger = logging.getLogger(__name__)
+
+
+class StepFailedError(PystockError):
+    """A child step ended FAILED; the message carries the step's own reason."""
+
+
+@dataclass(frozen=True)
+class PipelineParams:
+    """Parameters of ``main``, by their pipeline-wide names."""
+
+    data_file: str = config.DATA_FILE
+    model_name: str = config.MODEL_NAME
+    split: str = config.SPLIT
+    test_size: float = config.TEST_SIZE
+    random_state: int = config.RANDOM_STATE
+    threshold: float = config.THRESHOLD
+    num_boost_round: int = config.NUM_BOOST_ROUND
+    max_depth: int = config.MAX_DEPTH
+    learning_rate: float = config.LEARNING_RATE
+    early_stopping_rounds: int = config.EARLY_STOPPING_ROUNDS
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """What one pipeline run made."""
+
+    run_id: str
+    train_run_id: str
+    evaluate_run_id: str
+    register_run_id: str
+    model_version: str
+    metrics: dict[str, float]
+    summary: str
+
+
+def detect_env_manager(run: Run) -> str:
+    """The env manager this driver runs under, so the steps use the same one.
+
+    ``mlflow.run`` does not inherit ``--env-manager``: left unset, every step would try to build
+    a conda env. ``mlflow run`` tags the run with the env it built (virtualenv, uv, conda) and
+    sets no tag for ``local``, which is also right for a plain ``python main.py``.
+    """
+    return run.data.tags.get(MLFLOW_PROJECT_ENV, "local")
+
+
+def run_pipeline(
+    params: PipelineParams, project_dir: Path = PROJECT_ROOT, env_manager: str | None = None
+) -> PipelineResult:
+    """Run train_model, evaluate_model and register_model one after another under one parent run.
+
+    Raises:
+        DataError: The data file does not exist (checked before any step starts).
+        StepFailedError: A step failed; nothing after it ran.
+    """
+    started = time.monotonic()
+    with step_run(config.PIPELINE_RUN_NAME) as run:
+        # Under `mlflow run` the parent was created with a random name.
+        mlflow.set_tag("mlflow.runName", config.PIPELINE_RUN_NAME)
+        log_missing_params(run, vars(params))
+        env_manager = env_manager or detect_env_manager(run)
+
+        # MLproject takes data_file as a string, not a `path`: a missing `path` makes the
+        # `mlflow run` CLI fail after creating the run, leaving it RUNNING forever.
+        data_file = Path(params.data_file).expanduser().resolve()
+        if not data_file.exists():
+            raise DataError(data_file, "no such file")
+        predictions_file = default_predictions_file(run.info.run_id)
+        common = {
+            "experiment_id": run.info.experiment_id,
+            "project_dir": project_dir,
+            "env_manager": env_manager,
+        }
+
+        train = _run_step(
+            "train_model",
+            {
+                "data_file": str(data_file),
+                "predictions_file": str(predictions_file),
+                "split": params.split,
+                "test_size": params.test_size,
+                "random_state": params.random_state,
+                "threshold": params.threshold,
+                "num_boost_round": params.num_boost_round,
+                "max_depth": params.max_depth,
+                "learning_rate": params.learning_rate,
+                "early_stopping_rounds": params.early_stopping_rounds,
+            },
+            **common,
+        )
+        evaluate = _run_step("evaluate_model", {"predictions_file": str(predictions_file)}, **common)
+        register = _run_step(
+            "register_model",
+            {
+                "model_name": params.model_name,
+                "train_run_id": train.info.run_id,
+                "model_uri": train.data.tags[config.TAG_MODEL_URI],
+                "evaluate_run_id": evaluate.info.run_id,
+            },
+            **common,
+        )
+        # The predictions are an artifact of the train run now; the local copy is scratch.
+        shutil.rmtree(predictions_file.parent, ignore_errors=True)
+
+        version = register.data.tags[config.TAG_MODEL_VERSION]
+        metrics = evaluate.data.metrics
+        mlflow.log_metrics(metrics)
+        mlflow.set_tags(
+            {
+                config.TAG_DECISION: register.data.tags.get(config.TAG_DECISION, "promoted"),
+                config.TAG_MODEL_VERSION: version,
+                config.TAG_TRAIN_RUN_ID: train.info.run_id,
+                config.TAG_EVALUATE_RUN_ID: evaluate.info.run_id,
+                config.TAG_DATA_DIGEST: train.data.tags.get(config.TAG_DATA_DIGEST, ""),
+            }
+        )
+        summary = (
+            f"registered {params.model_name} version {version} as {config.ALIAS_CHAMPION} "
+            f"(roc_auc {metrics['roc_auc']:.3f} vs baseline {metrics['baseline_roc_auc']:.3f}, "
+            f"accuracy {metrics['accuracy']:.3f} vs baseline {metrics['baseline_accuracy']:.3f}) "
+            f"in {time.monotonic() - started:.1f}s"
+        )
+        mlflow.set_tag("pystock.summary", summary)
+        return PipelineResult(
+            run_id=run.info.run_id,
+            train_run_id=train.info.run_id,
+            evaluate_run_id=evaluate.info.run_id,
+            register_run_id=register.info.run_id,
+            model_version=version,
+            metrics=metrics,
+            summary=summary,
+        )
+
+
+def _run_step(
+    entry_point: str,
+    parameters: dict[str, object],
+    *,
+    experiment_id: str,
+    project_dir: Path,
+    env_manager: str,
+) -> Run:
+    """Run one entry point as a child run and return its finished run.
+
+    Raises:
+        StepFailedError: The step exited non-zero; the message is the step's ``pystock.error`` tag.
+    """
+    logger.info("starting %s", entry_point)
+    try:
+        submitted = mlflow.projects.run(
+            str(project_dir),
+            entry_point=entry_point,
+            parameters=parameters,
+            experiment_id=experiment_id,
+            env_manager=env_manager,
+            run_name=entry_point,
+            synchronous=True,
+        )
+    except ExecutionException as exc:
+        raise StepFailedError(f"{entry_point} failed: {_failure_reason(entry_point, exc)}") from exc
+    return MlflowClient().get_run(submitted.run_id)
+
+
+def _failure_reason(entry_point: str, exc: ExecutionException) -> str:
+    """The failed child's own one-line reason, found by its parent and entry point tags."""
+    parent = mlflow.active_run()
+    if parent is None:
+        return str(exc)
+    runs = MlflowClient().search_runs(
+        [parent.info.experiment_id],
+        filter_string=(
+            f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.info.run_id}' "
+            f"and tags.`{MLFLOW_PROJECT_ENTRY_POINT}` = '{entry_point}'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if runs and config.TAG_ERROR in runs[0].data.tags:
+        return runs[0].data.tags[config.TAG_ERROR]
+    return f"{exc} (see the step's log above)"

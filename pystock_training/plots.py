@@ -1,0 +1,51 @@
+"""Evaluation plots: confusion matrix, ROC, precision-recall and calibration."""
+
+from __future__ import annotations
+
+import matplotlib
+
+# A headless backend: the job runs from cron, CI and containers with no display.
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.calibration import CalibrationDisplay
+from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
+
+
+def evaluation_figures(
+    y_true: np.ndarray, y_pred: np.ndarray, y_proba: np.ndarray, baseline_proba: np.ndarray
+) -> dict[str, Figure]:
+    """Figures keyed by the artifact file name they are logged under."""
+    figures: dict[str, Figure] = {}
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ConfusionMatrixDisplay.from_predictions(y_true, y_pred, ax=ax, colorbar=False)
+    ax.set_title("Confusion matrix (test)")
+    figures["confusion_matrix.png"] = fig
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    RocCurveDisplay.from_predictions(y_true, y_proba, ax=ax, name="model")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="baseline (AUC = 0.5)")
+    ax.legend(loc="lower right")
+    ax.set_title("ROC curve (test)")
+    figures["roc_curve.png"] = fig
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    PrecisionRecallDisplay.from_predictions(y_true, y_proba, ax=ax, name="model")
+    ax.axhline(float(np.mean(y_true)), linestyle="--", color="grey", label="baseline (positive rate)")
+    ax.legend(loc="lower left")
+    ax.set_title("Precision-recall curve (test)")
+    figures["precision_recall_curve.png"] = fig
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    CalibrationDisplay.from_predictions(y_true, y_proba, n_bins=10, strategy="quantile", ax=ax, name="model")
+    ax.axvline(float(baseline_proba[0]), linestyle=":", color="grey", label="training prior")
+    ax.legend(loc="upper left")
+    ax.set_title("Calibration (test, quantile bins)")
+    figures["calibration.png"] = fig
+
+    for figure in figures.values():
+        figure.tight_layout()
+    return figures

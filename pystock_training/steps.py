@@ -1,0 +1,320 @@
+"""The three pipeline steps: train_model, evaluate_model and register_model.
+
+Each opens its own run (resumed from ``MLFLOW_RUN_ID`` under ``mlflow run``), logs what it made,
+and returns it, so tests call these functions directly against a real SQLite store.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+
+from pystock_training import config
+from pystock_training.data import Split, load_dataset, split_rows
+from pystock_training.errors import DataError, PystockError
+from pystock_training.handoff import read_predictions, write_predictions
+from pystock_training.metrics import METRIC_NAMES, evaluate_predictions, flatten
+from pystock_training.model import TrainParams, fit, predict_proba
+from pystock_training.plots import evaluation_figures
+from pystock_training.provenance import code_version, file_digest
+from pystock_training.report import evaluation_report
+from pystock_training.tracking import log_missing_params, step_run
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What train_model made."""
+
+    run_id: str
+    model_uri: str
+    predictions_file: Path
+    data_digest: str
+
+
+def default_predictions_file(run_id: str) -> Path:
+    """A predictions path unique to one run, so concurrent pipelines never share a file."""
+    return Path(tempfile.gettempdir()) / "pystock-training" / run_id / "predictions.csv"
+
+
+def check_train_params(split: str, test_size: float, threshold: float, params: TrainParams) -> None:
+    """Reject parameter values that would train something meaningless.
+
+    Raises:
+        PystockError: A value is out of range.
+    """
+    problems = []
+    if split not in config.SPLITS:
+        problems.append(f"split must be one of {', '.join(config.SPLITS)}, got {split!r}")
+    if not 0 < test_size < 1:
+        problems.append(f"test_size must be between 0 and 1, got {test_size}")
+    if not 0 < threshold < 1:
+        problems.append(f"threshold must be between 0 and 1, got {threshold}")
+    if params.num_boost_round < 1:
+        problems.append(f"num_boost_round must be at least 1, got {params.num_boost_round}")
+    if params.max_depth < 1:
+        problems.append(f"max_depth must be at least 1, got {params.max_depth}")
+    if not 0 < params.learning_rate <= 1:
+        problems.append(f"learning_rate must be in (0, 1], got {params.learning_rate}")
+    if params.early_stopping_rounds < 0:
+        problems.append(f"early_stopping_rounds must be 0 (off) or more, got {params.early_stopping_rounds}")
+    if problems:
+        raise PystockError("invalid parameters: " + "; ".join(problems))
+
+
+def train_model(
+    *,
+    data_file: str | Path = config.DATA_FILE,
+    predictions_file: str | Path | None = None,
+    split: str = config.SPLIT,
+    test_size: float = config.TEST_SIZE,
+    random_state: int = config.RANDOM_STATE,
+    threshold: float = config.THRESHOLD,
+    num_boost_round: int = config.NUM_BOOST_ROUND,
+    max_depth: int = config.MAX_DEPTH,
+    learning_rate: float = config.LEARNING_RATE,
+    early_stopping_rounds: int = config.EARLY_STOPPING_ROUNDS,
+) -> TrainResult:
+    """Load and split the data, fit the classifier, log the model and write the test predictions.
+
+    Raises:
+        DataError: The data file breaks the data contract.
+        PystockError: A parameter is out of range.
+    """
+    params = TrainParams(num_boost_round, max_depth, learning_rate, early_stopping_rounds, random_state)
+    with step_run("train_model") as run:
+        log_missing_params(
+            run,
+            {"data_file": data_file, "predictions_file": predictions_file or "", "split": split}
+            | {"test_size": test_size, "threshold": threshold}
+            | asdict(params),
+        )
+        check_train_params(split, test_size, threshold, params)
+        dataset = load_dataset(data_file)
+        digest = file_digest(dataset.path)
+        mlflow.set_tags(
+            {
+                config.TAG_DATA_FILE: str(dataset.path),
+                config.TAG_DATA_DIGEST: digest,
+                config.TAG_CODE_VERSION: code_version(),
+            }
+        )
+        # MLflow keeps dataset digests short (36 characters at most); the full sha256 is a tag.
+        mlflow.log_input(
+            mlflow.data.from_pandas(
+                dataset.features.assign(label=dataset.labels),
+                source=str(dataset.path),
+                targets="label",
+                name=dataset.path.name,
+                digest=digest[:16],
+            ),
+            context="training",
+        )
+        parts = split_rows(
+            dataset.labels, split=split, test_size=test_size, random_state=random_state, source=dataset.path
+        )
+        features, labels = dataset.features, dataset.labels
+        booster = _fit_with_autolog(features, labels, parts, params)
+
+        x_test, y_test = features.iloc[parts.test], labels[parts.test]
+        y_proba = predict_proba(booster, x_test)
+        prior = float(labels[parts.train].mean())
+        path = Path(predictions_file) if predictions_file else default_predictions_file(run.info.run_id)
+        write_predictions(path, y_test, y_proba, threshold, prior)
+        mlflow.log_artifact(str(path), artifact_path=config.PREDICTIONS_ARTIFACT_DIR)
+
+        example = x_test.iloc[: config.EXAMPLE_ROWS]
+        model_info = mlflow.xgboost.log_model(
+            booster,
+            name=config.MODEL_ARTIFACT_NAME,
+            signature=infer_signature(example, y_proba[: config.EXAMPLE_ROWS]),
+            input_example=example,
+        )
+        mlflow.log_metrics(
+            {
+                "train_rows": _count(parts.train, labels),
+                "validation_rows": _count(parts.validation, labels),
+                "test_rows": len(y_test),
+                "training_prior": prior,
+                "num_trees": booster.num_boosted_rounds(),
+            }
+        )
+        mlflow.set_tags({config.TAG_MODEL_URI: model_info.model_uri, config.TAG_PREDICTIONS_FILE: str(path)})
+        logger.info(
+            "trained %s on %d rows; predictions in %s",
+            model_info.model_uri,
+            _count(parts.train, labels),
+            path,
+        )
+        return TrainResult(run.info.run_id, model_info.model_uri, path, digest)
+
+
+def _fit_with_autolog(features: pd.DataFrame, labels: np.ndarray, parts: Split, params: TrainParams):
+    # Autolog records the per-round train/validation log loss and the booster params. It must
+    # run inside the step's run: outside one, it ends the run it resumed. Models are logged by
+    # hand, with a signature and input example, so autolog's own model logging is off.
+    mlflow.xgboost.autolog(log_models=False, log_datasets=False, silent=True)
+    try:
+        return fit(
+            features.iloc[parts.train],
+            labels[parts.train],
+            features.iloc[parts.validation],
+            labels[parts.validation],
+            params,
+        )
+    finally:
+        mlflow.xgboost.autolog(disable=True)
+
+
+def _count(rows: slice | np.ndarray, labels: np.ndarray) -> int:
+    return len(labels[rows])
+
+
+def evaluate_model(*, predictions_file: str | Path) -> dict[str, float]:
+    """Score the test predictions against the naive baseline; log metrics, plots and a report.
+
+    Returns:
+        The logged metrics: ``roc_auc``, ``baseline_roc_auc``, ``lift_roc_auc`` and so on.
+
+    Raises:
+        DataError: The predictions file is missing or malformed.
+    """
+    with step_run("evaluate_model") as run:
+        log_missing_params(run, {"predictions_file": predictions_file})
+        frame = read_predictions(predictions_file)
+        y_true = frame["y_test"].to_numpy()
+        y_pred = frame["y_pred"].to_numpy()
+        y_proba = frame["y_proba"].to_numpy(dtype=np.float64)
+        baseline_proba = frame["baseline_proba"].to_numpy(dtype=np.float64)
+        try:
+            results = evaluate_predictions(y_true, y_pred, y_proba, float(baseline_proba[0]))
+        except ValueError as exc:
+            raise DataError(predictions_file, str(exc)) from exc
+        flat = flatten(results)
+        mlflow.log_metrics(flat)
+        for name, figure in evaluation_figures(y_true, y_pred, y_proba, baseline_proba).items():
+            mlflow.log_figure(figure, f"plots/{name}")
+            plt.close(figure)
+        mlflow.log_dict(results, "evaluation.json")
+        mlflow.log_text(evaluation_report(results, n_rows=len(frame)), "evaluation_report.md")
+        logger.info(
+            "roc_auc %.4f (baseline %.4f), accuracy %.4f (baseline %.4f) on %d test rows",
+            flat["roc_auc"],
+            flat["baseline_roc_auc"],
+            flat["accuracy"],
+            flat["baseline_accuracy"],
+            len(frame),
+        )
+        return flat
+
+
+def register_model(
+    *,
+    train_run_id: str,
+    model_name: str = config.MODEL_NAME,
+    model_uri: str = "",
+    evaluate_run_id: str = "",
+) -> ModelVersion:
+    """Register the train run's model, prove the version loads and predicts, then set its aliases.
+
+    Until the promotion gate exists, every version that passes the serving check becomes
+    ``champion`` (and ``challenger``).
+
+    Raises:
+        PystockError: The train run or its model cannot be found, or the version fails to load
+            and predict.
+    """
+    with step_run("register_model") as run:
+        log_missing_params(
+            run,
+            {
+                "train_run_id": train_run_id,
+                "model_name": model_name,
+                "model_uri": model_uri,
+                "evaluate_run_id": evaluate_run_id,
+            },
+        )
+        client = MlflowClient()
+        train_run = _get_run(client, train_run_id, "train_run_id")
+        model_uri = model_uri or train_run.data.tags.get(config.TAG_MODEL_URI, "")
+        if not model_uri:
+            raise PystockError(f"train run {train_run_id} logged no model (no {config.TAG_MODEL_URI} tag)")
+        tags = {
+            config.TAG_TRAIN_RUN_ID: train_run_id,
+            config.TAG_DATA_DIGEST: train_run.data.tags.get(config.TAG_DATA_DIGEST, "unknown"),
+            config.TAG_CODE_VERSION: train_run.data.tags.get(config.TAG_CODE_VERSION, "unknown"),
+        }
+        if evaluate_run_id:
+            metrics = _get_run(client, evaluate_run_id, "evaluate_run_id").data.metrics
+            tags[config.TAG_EVALUATE_RUN_ID] = evaluate_run_id
+            tags |= {
+                f"{config.TAG_METRIC_PREFIX}{name}": f"{metrics[name]:.6g}"
+                for prefix in ("", "baseline_")
+                for name in (f"{prefix}{metric}" for metric in METRIC_NAMES)
+                if name in metrics
+            }
+        else:
+            logger.warning("no evaluate_run_id: version gets no metric tags")
+
+        try:
+            version = mlflow.register_model(model_uri, model_name, tags=tags)
+        except MlflowException as exc:
+            raise PystockError(f"cannot register {model_uri} as {model_name}: {exc.message}") from exc
+        mlflow.set_tag(config.TAG_MODEL_VERSION, version.version)
+        try:
+            serving_check(model_name, version.version)
+        except PystockError:
+            client.set_model_version_tag(model_name, version.version, "pystock.serving_check", "failed")
+            raise
+        client.set_model_version_tag(model_name, version.version, "pystock.serving_check", "passed")
+        # Stages are deprecated; aliases are what downstream systems resolve.
+        client.set_registered_model_alias(model_name, config.ALIAS_CHALLENGER, version.version)
+        client.set_registered_model_alias(model_name, config.ALIAS_CHAMPION, version.version)
+        client.set_model_version_tag(model_name, version.version, config.TAG_DECISION, "promoted")
+        mlflow.set_tag(config.TAG_DECISION, "promoted")
+        logger.info("registered %s version %s as %s", model_name, version.version, config.ALIAS_CHAMPION)
+        return client.get_model_version(model_name, version.version)
+
+
+def _get_run(client: MlflowClient, run_id: str, what: str):
+    try:
+        return client.get_run(run_id)
+    except MlflowException as exc:
+        raise PystockError(f"{what} {run_id!r}: no such run in {mlflow.get_tracking_uri()}") from exc
+
+
+def serving_check(model_name: str, version: str) -> np.ndarray:
+    """Load the version from the registry as downstream does and predict its input example.
+
+    Raises:
+        PystockError: It does not load, or its predictions are not finite probabilities, one per row.
+    """
+    uri = f"models:/{model_name}/{version}"
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+        example = model.input_example
+        if example is None:
+            raise PystockError(f"{uri} has no input example to predict")
+        predictions = np.asarray(model.predict(example), dtype=np.float64).ravel()
+    except PystockError:
+        raise
+    except Exception as exc:
+        raise PystockError(f"serving check failed: {uri} did not load and predict ({exc})") from exc
+    if len(predictions) != len(example) or not np.all(np.isfinite(predictions)):
+        raise PystockError(f"serving check failed: {uri} gave {predictions!r} for {len(example)} rows")
+    if np.any((predictions < 0) | (predictions > 1)):
+        raise PystockError(f"serving check failed: {uri} predicted values outside [0, 1]")
+    logger.info("serving check passed: %s predicted %d rows", uri, len(predictions))
+    return predictions

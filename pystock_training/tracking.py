@@ -1,0 +1,47 @@
+"""The thin MLflow layer shared by the steps: step runs, parameter logging, error tags."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+import mlflow
+from mlflow.entities import Run
+
+from pystock_training import config
+
+logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def step_run(name: str) -> Iterator[Run]:
+    """Open (or, under ``mlflow run``, resume) the step's run and end it FINISHED or FAILED.
+
+    A failure is recorded on the run as the ``pystock.error`` tag, so the driver can report the
+    step's own one-line reason instead of "run failed".
+    """
+    # Under `mlflow run` the run exists already (MLFLOW_RUN_ID) and its name was chosen then.
+    run_name = None if os.environ.get("MLFLOW_RUN_ID") else name
+    with mlflow.start_run(run_name=run_name) as active:
+        try:
+            yield mlflow.get_run(active.info.run_id)
+        except BaseException as exc:
+            reason = str(exc) or type(exc).__name__
+            try:
+                mlflow.set_tag(config.TAG_ERROR, reason[:5000])
+            except Exception:  # noqa: BLE001 - the original error matters more than the tag
+                logger.warning("could not record the error on run %s", active.info.run_id)
+            raise
+
+
+def log_missing_params(run: Run, params: Mapping[str, object]) -> None:
+    """Log the step's parameters that the run lacks.
+
+    ``mlflow run`` logs them as the user typed them before the step starts, and MLflow refuses
+    to change a logged value, so only the missing ones are logged (a direct call logs them all).
+    """
+    missing = {key: value for key, value in params.items() if key not in run.data.params}
+    if missing:
+        mlflow.log_params(missing)

@@ -1,0 +1,23 @@
+"""Entry point train_model: fit the classifier and write the test predictions CSV."""
+
+import click
+
+from pystock_training.cli import configure_logging, run_cli, training_options
+from pystock_training.steps import train_model
+
+
+@click.command()
+@training_options
+@click.option(
+    "--predictions-file",
+    default="",
+    help="Where to write the test predictions CSV. Empty: a temp path unique to this run.",
+)
+def main(**params: object) -> None:
+    """Train the XGBoost up/down classifier and log it as `model`."""
+    configure_logging()
+    run_cli("train_model", train_model, **params)
+
+
+if __name__ == "__main__":
+    main()
