@@ -1,0 +1,54 @@
+"""Shared fixtures: a real, empty SQLite tracking store per test, and small real datasets."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An absolute sqlite URI in tmp_path, set for this process and any subprocess."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # A stray MLFLOW_RUN_ID would make the steps resume someone else's run.
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run("FAILED")
+    mlflow.set_tracking_uri(None)
+
+
+def signal_frame(n_rows: int = 600, seed: int = 0, follow: float = 0.9) -> pd.DataFrame:
+    """14 random 0/1 features; the label copies the last feature with probability ``follow``."""
+    rng = np.random.default_rng(seed)
+    features = rng.integers(0, 2, size=(n_rows, 14))
+    copy = rng.random(n_rows) < follow
+    label = np.where(copy, features[:, -1], 1 - features[:, -1])
+    return pd.DataFrame(np.column_stack([features, label]))
+
+
+@pytest.fixture
+def signal_csv(tmp_path: Path) -> Path:
+    """A headerless CSV with a learnable signal, in the shipped file's format."""
+    path = tmp_path / "signal.csv"
+    signal_frame().to_csv(path, header=False, index=False)
+    return path
+
+
+def subprocess_env(tracking_uri: str) -> dict[str, str]:
+    """Environment for `mlflow run`: this venv first on PATH (the steps run `python`)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
+    env["MLFLOW_TRACKING_URI"] = tracking_uri
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
