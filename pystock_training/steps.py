@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -112,16 +113,20 @@ def train_model(
             }
         )
         # MLflow keeps dataset digests short (36 characters at most); the full sha256 is a tag.
-        mlflow.log_input(
-            mlflow.data.from_pandas(
-                dataset.features.assign(label=dataset.labels),
-                source=str(dataset.path),
-                targets="label",
-                name=dataset.path.name,
-                digest=digest[:16],
-            ),
-            context="training",
-        )
+        with warnings.catch_warnings():
+            # Two harmless UserWarnings: the local source resolves "in multiple ways" (both the
+            # same class), and the int8 label column "cannot hold missing values" (it never may).
+            warnings.simplefilter("ignore", UserWarning)
+            mlflow.log_input(
+                mlflow.data.from_pandas(
+                    dataset.features.assign(label=dataset.labels),
+                    source=str(dataset.path),
+                    targets="label",
+                    name=dataset.path.name,
+                    digest=digest[:16],
+                ),
+                context="training",
+            )
         parts = split_rows(
             dataset.labels, split=split, test_size=test_size, random_state=random_state, source=dataset.path
         )
