@@ -94,10 +94,9 @@ def load_dataset(path: str | Path) -> Dataset:
         raise DataError(path, "file is empty")
 
     if head.startswith(PARQUET_MAGIC):
-        table, line_offset = _read_parquet(path), 0
-    else:
-        table, line_offset = _read_csv(path, head)
-    return _validate(path, table, line_offset)
+        return _validate(path, _read_parquet(path), header_lines=None)
+    table, header_lines = _read_csv(path, head)
+    return _validate(path, table, header_lines)
 
 
 def _read_parquet(path: Path) -> pa.Table:
@@ -225,9 +224,13 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _validate(path: Path, table: pa.Table, line_offset: int) -> Dataset:
-    """Check rows and labels; ``line_offset`` turns a row position into a file line number."""
-    where = "line" if line_offset or path.suffix.lower() != ".parquet" else "row"
+def _validate(path: Path, table: pa.Table, header_lines: int | None) -> Dataset:
+    """Check rows and labels.
+
+    ``header_lines`` turns a row position into a CSV line number; None (Parquet) reports rows.
+    """
+    where = "row" if header_lines is None else "line"
+    line_offset = header_lines or 0
     n_rows = table.num_rows
     if n_rows == 0:
         raise DataError(path, "no data rows")
@@ -249,13 +252,16 @@ def _validate(path: Path, table: pa.Table, line_offset: int) -> Dataset:
     if len(np.unique(labels)) < 2:
         raise DataError(path, f"every label is {labels[0]}; training needs both classes")
 
-    features = table.drop_columns([LABEL_COLUMN]).to_pandas()
-    infinite = np.isinf(features.to_numpy())
-    if infinite.any():
-        row, column = np.argwhere(infinite)[0]
-        raise DataError(
-            path, f"infinite feature value at {where} {row + 1 + line_offset}, column {column + 1}"
-        )
+    features = table.drop_columns([LABEL_COLUMN])
+    # Column by column in Arrow: no full-size temporary array, however many rows.
+    for name, column in zip(features.column_names, features.columns, strict=True):
+        infinite = pc.is_inf(column)
+        if pc.any(infinite).as_py():
+            row = _first_true(infinite)
+            raise DataError(
+                path, f"infinite value at {where} {row + 1 + line_offset} in feature column {name}"
+            )
+    features = features.to_pandas()
     logger.info(
         "loaded %s: %d rows, %d features, %.1f%% up", path, n_rows, features.shape[1], 100 * labels.mean()
     )
@@ -263,7 +269,7 @@ def _validate(path: Path, table: pa.Table, line_offset: int) -> Dataset:
 
 
 def _first_true(mask: pa.ChunkedArray) -> int:
-    return int(np.flatnonzero(mask.to_numpy(zero_copy_only=False))[0])
+    return int(np.flatnonzero(pc.fill_null(mask, False).to_numpy(zero_copy_only=False))[0])
 
 
 def split_rows(
