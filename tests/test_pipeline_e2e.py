@@ -22,10 +22,12 @@ pytestmark = pytest.mark.slow
 STEPS = ("train_model", "evaluate_model", "register_model")
 
 
-def mlflow_run(cwd: Path, tracking_uri: str, *args: str) -> subprocess.CompletedProcess[str]:
+def mlflow_run(
+    cwd: Path, tracking_uri: str, *args: str, env_manager: str = "local"
+) -> subprocess.CompletedProcess[str]:
     """`mlflow run PROJECT --env-manager local ARGS`, from a temp working directory."""
     return subprocess.run(
-        [sys.executable, "-m", "mlflow", "run", str(PROJECT_ROOT), "--env-manager", "local", *args],
+        [sys.executable, "-m", "mlflow", "run", str(PROJECT_ROOT), "--env-manager", env_manager, *args],
         cwd=cwd,
         env=subprocess_env(tracking_uri),
         capture_output=True,
@@ -206,3 +208,26 @@ def test_a_step_run_on_its_own_with_a_missing_file_ends_failed(tmp_path, trackin
     assert f"{missing}: no such file" in result.stderr
     runs = all_runs(MlflowClient(tracking_uri))
     assert [run.info.status for run in runs] == ["FAILED"]
+
+
+def test_steps_run_under_the_env_manager_the_driver_runs_under(tmp_path, tracking_uri) -> None:
+    # mlflow.run does not inherit --env-manager; without the driver passing it on, each step
+    # would try conda. virtualenv builds its env from conda.yaml's pip: section (the lock), once
+    # per machine (cached under ~/.mlflow/envs), and tags every run it activates it for.
+    data_file = tmp_path / "small.csv"
+    signal_frame(n_rows=200).to_csv(data_file, header=False, index=False)
+    result = mlflow_run(
+        tmp_path,
+        tracking_uri,
+        "-P",
+        f"data_file={data_file}",
+        "-P",
+        "num_boost_round=10",
+        env_manager="virtualenv",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    parent, children = pipeline_tree(MlflowClient(tracking_uri))
+    assert set(children) == set(STEPS)
+    for run in (parent, *children.values()):
+        assert run.data.tags.get("mlflow.project.env") == "virtualenv"
+        assert run.info.status == "FINISHED"
