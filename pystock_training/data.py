@@ -94,19 +94,36 @@ def load_dataset(path: str | Path) -> Dataset:
         raise DataError(path, "file is empty")
 
     if head.startswith(PARQUET_MAGIC):
-        return _validate(path, _read_parquet(path), header_lines=None)
-    table, header_lines = _read_csv(path, head)
-    return _validate(path, table, header_lines)
+        return _validate(path, *_read_parquet(path))
+    return _validate(path, *_read_csv(path, head))
 
 
-def _read_parquet(path: Path) -> pa.Table:
+@dataclass(frozen=True)
+class _Layout:
+    """Where the data sits in the file, to point error messages at what a user can find."""
+
+    skip_lines: int | None  # CSV lines before the first data row; None for Parquet (rows)
+    column_offset: int = 0  # file columns before the first feature (1 with an index column)
+
+    def where(self, path: Path, row: int) -> str:
+        if self.skip_lines is None:
+            return f"row {row + 1}"
+        return f"line {_csv_line_of_row(path, row, self.skip_lines)}"
+
+    def column(self, feature: int) -> str:
+        return f"column {self.column_offset + feature + 1}"
+
+
+def _read_parquet(path: Path) -> tuple[pa.Table, _Layout]:
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(path, f"not a readable Parquet file ({_first_line(exc)})") from exc
-    # pandas stores a non-default index as an extra column; like the CSV index column, drop it.
-    keep = [name for name in table.column_names if not name.startswith("__index_level_")]
-    table = table.select(keep)
+    # pandas stores a non-default index (a date, say) as extra columns and lists them in its
+    # metadata; like the CSV index column, they are not features.
+    pandas_meta = table.schema.pandas_metadata or {}
+    index_columns = {name for name in pandas_meta.get("index_columns", []) if isinstance(name, str)}
+    table = table.select([name for name in table.column_names if name not in index_columns])
     if table.num_columns < 2:
         raise DataError(path, f"needs at least 2 columns (features and label), found {table.num_columns}")
     columns = []
@@ -119,16 +136,19 @@ def _read_parquet(path: Path) -> pa.Table:
             raise DataError(path, f"column {name!r} is {column.type}, expected numbers")
         columns.append(column.cast(pa.float32()))
     names = [*feature_names(table.num_columns - 1), LABEL_COLUMN]
-    return pa.Table.from_arrays(columns, names=names)
+    return pa.Table.from_arrays(columns, names=names), _Layout(skip_lines=None)
 
 
-def _read_csv(path: Path, head: bytes) -> tuple[pa.Table, int]:
-    """Read a CSV; return the table and how many header lines precede the first data row."""
+def _read_csv(path: Path, head: bytes) -> tuple[pa.Table, _Layout]:
     if b"\x00" in head:
         raise DataError(path, "binary content, expected a CSV or Parquet file")
-    first_line = head.splitlines()[0]
+    lines = head.splitlines()
+    # pyarrow skips empty lines but counts them in skip_rows, so leading ones are counted here.
+    blank = next((i for i, line in enumerate(lines) if line), None)
+    if blank is None:
+        raise DataError(path, "file is empty")
     try:
-        fields = next(csv.reader([first_line.decode("utf-8-sig")]))
+        fields = next(csv.reader([lines[blank].decode("utf-8-sig")]))
     except UnicodeDecodeError as exc:
         raise DataError(path, "not UTF-8 text, expected a CSV or Parquet file") from exc
     has_header, has_index = _sniff_header(fields)
@@ -136,31 +156,35 @@ def _read_csv(path: Path, head: bytes) -> tuple[pa.Table, int]:
     if n_columns < 2:
         raise DataError(path, f"needs at least 2 columns (features and label), found {n_columns}")
 
+    layout = _Layout(skip_lines=blank + int(has_header), column_offset=int(has_index))
     names = [*feature_names(n_columns - 1), LABEL_COLUMN]
     read_names = ["index", *names] if has_index else names
     try:
         table = pa_csv.read_csv(
             path,
-            read_options=pa_csv.ReadOptions(column_names=read_names, skip_rows=int(has_header)),
+            read_options=pa_csv.ReadOptions(column_names=read_names, skip_rows=layout.skip_lines),
             convert_options=pa_csv.ConvertOptions(
                 column_types=dict.fromkeys(names, pa.float32()), include_columns=names
             ),
         )
     except pa.ArrowInvalid as exc:
-        raise DataError(path, _explain_csv_error(path, exc, read_names, int(has_header))) from exc
-    return table, int(has_header)
+        raise DataError(path, _explain_csv_error(path, exc, read_names, layout)) from exc
+    return table, layout
 
 
 def _sniff_header(fields: list[str]) -> tuple[bool, bool]:
     """Tell whether the first CSV line is a header, and whether it opens an index column.
 
-    ``DataFrame.to_csv`` writes ``,0,1,...,14``: an empty first field, then 0..n-2. That line
-    is all numbers, so it is recognised by its shape; any other line with a non-numeric field
-    is a plain header.
+    ``DataFrame.to_csv`` writes ``,0,1,...,14`` (an empty field, then 0..n-2), or ``0,1,...,14``
+    with ``index=False``. Those lines are all numbers, so they are recognised by their shape (a
+    data row cannot look like that: its label would be above 1); any other line with a
+    non-numeric field is a plain header.
     """
     stripped = [field.strip() for field in fields]
     if stripped[0] in ("", "Unnamed: 0") and stripped[1:] == [str(i) for i in range(len(stripped) - 1)]:
         return True, True
+    if len(stripped) >= 3 and stripped == [str(i) for i in range(len(stripped))]:
+        return True, False
     has_header = any(field and not _is_number(field) for field in stripped)
     return has_header, has_header and stripped[0] in ("", "Unnamed: 0")
 
@@ -173,37 +197,46 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _explain_csv_error(path: Path, exc: pa.ArrowInvalid, names: list[str], header_lines: int) -> str:
-    """Turn pyarrow's message, which lacks line numbers, into one that points at the line."""
+def _explain_csv_error(path: Path, exc: pa.ArrowInvalid, names: list[str], layout: _Layout) -> str:
+    """Turn pyarrow's message, which lacks line numbers, into one that points at the line.
+
+    The extra scans run only on this error path, so plain Python is fine here.
+    """
     message = _first_line(exc)
     if "Expected" in message and "columns" in message:
         line = _find_ragged_line(path, len(names))
         where = f" at line {line}" if line else ""
-        return f"ragged rows: expected {len(names)} columns{where} ({message})"
-    if "conversion error" in message:
-        found = _find_bad_cell(path, names, header_lines)
-        if found:
-            line, column, value = found
-            return f"non-numeric value {value!r} at line {line}, column {column}"
-        return f"non-numeric value ({message})"
+        return f"ragged rows: expected {len(names)} columns{where}, {message}"
     if "UTF8" in message or "UTF-8" in message:
         return "not UTF-8 text, expected a CSV or Parquet file"
+    if "conversion error" in message:
+        try:
+            found = _find_bad_cell(path, names, layout)
+        except pa.ArrowInvalid as second:
+            if "UTF8" in str(second):
+                return "not UTF-8 text, expected a CSV or Parquet file"
+            found = None
+        if found:
+            row, column, value = found
+            return f"non-numeric value {value!r} at {layout.where(path, row)}, column {column}"
+        return f"non-numeric value ({message})"
     return f"not a readable CSV file ({message})"
 
 
 def _find_ragged_line(path: Path, expected: int) -> int | None:
-    # Only on the error path, so a plain Python scan is fine.
     with path.open(newline="", encoding="utf-8", errors="replace") as handle:
-        for line_no, row in enumerate(csv.reader(handle), start=1):
+        reader = csv.reader(handle)
+        for row in reader:
             if row and len(row) != expected:
-                return line_no
+                return reader.line_num
     return None
 
 
-def _find_bad_cell(path: Path, names: list[str], header_lines: int) -> tuple[int, int, str] | None:
+def _find_bad_cell(path: Path, names: list[str], layout: _Layout) -> tuple[int, int, str] | None:
+    """The first non-numeric cell: data row position, 1-based file column, its text."""
     table = pa_csv.read_csv(
         path,
-        read_options=pa_csv.ReadOptions(column_names=names, skip_rows=header_lines),
+        read_options=pa_csv.ReadOptions(column_names=names, skip_rows=layout.skip_lines),
         convert_options=pa_csv.ConvertOptions(column_types=dict.fromkeys(names, pa.string())),
     )
     for column_no, name in enumerate(names, start=1):
@@ -215,8 +248,20 @@ def _find_bad_cell(path: Path, names: list[str], header_lines: int) -> tuple[int
             numbers.isna().to_numpy() & text.notna().to_numpy() & (text.str.strip() != "").to_numpy()
         )
         if len(bad):
-            return int(bad[0]) + 1 + header_lines, column_no, str(text.iloc[bad[0]])
+            return int(bad[0]), column_no, str(text.iloc[bad[0]])
     return None
+
+
+def _csv_line_of_row(path: Path, row: int, skip_lines: int) -> int:
+    """The 1-based file line of a data row, counting the empty lines pyarrow skips."""
+    seen = -1
+    with path.open("rb") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if line_no > skip_lines and line.rstrip(b"\r\n"):
+                seen += 1
+                if seen == row:
+                    return line_no
+    return row + 1 + skip_lines
 
 
 def _first_line(exc: BaseException) -> str:
@@ -224,13 +269,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _validate(path: Path, table: pa.Table, header_lines: int | None) -> Dataset:
-    """Check rows and labels.
-
-    ``header_lines`` turns a row position into a CSV line number; None (Parquet) reports rows.
-    """
-    where = "row" if header_lines is None else "line"
-    line_offset = header_lines or 0
+def _validate(path: Path, table: pa.Table, layout: _Layout) -> Dataset:
     n_rows = table.num_rows
     if n_rows == 0:
         raise DataError(path, "no data rows")
@@ -239,28 +278,23 @@ def _validate(path: Path, table: pa.Table, header_lines: int | None) -> Dataset:
 
     label = table[LABEL_COLUMN]
     if label.null_count:
-        row = _first_true(pc.is_null(label))
-        raise DataError(path, f"missing label at {where} {row + 1 + line_offset}")
+        raise DataError(path, f"missing label at {layout.where(path, _first_true(pc.is_null(label)))}")
     label_values = label.to_numpy()
     bad = np.flatnonzero((label_values != 0) & (label_values != 1))
     if len(bad):
         row = int(bad[0])
-        raise DataError(
-            path, f"label {label_values[row]:g} at {where} {row + 1 + line_offset}, expected 0 or 1"
-        )
+        raise DataError(path, f"label {label_values[row]:g} at {layout.where(path, row)}, expected 0 or 1")
     labels = label_values.astype(np.int8)
     if len(np.unique(labels)) < 2:
         raise DataError(path, f"every label is {labels[0]}; training needs both classes")
 
     features = table.drop_columns([LABEL_COLUMN])
     # Column by column in Arrow: no full-size temporary array, however many rows.
-    for name, column in zip(features.column_names, features.columns, strict=True):
+    for position, column in enumerate(features.columns):
         infinite = pc.is_inf(column)
         if pc.any(infinite).as_py():
             row = _first_true(infinite)
-            raise DataError(
-                path, f"infinite value at {where} {row + 1 + line_offset} in feature column {name}"
-            )
+            raise DataError(path, f"infinite value at {layout.where(path, row)}, {layout.column(position)}")
     features = features.to_pandas()
     logger.info(
         "loaded %s: %d rows, %d features, %.1f%% up", path, n_rows, features.shape[1], 100 * labels.mean()

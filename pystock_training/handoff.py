@@ -43,6 +43,10 @@ def write_predictions(
     try:
         with os.fdopen(fd, "wb") as handle:
             pa_csv.write_csv(table, handle, pa_csv.WriteOptions(quoting_style="none"))
+        # mkstemp makes the file owner-only; give it the mode a plain open() would (umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        Path(tmp_name).chmod(0o666 & ~umask)
         Path(tmp_name).replace(path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -1,0 +1,217 @@
+"""The predictions CSV between train_model and evaluate_model: format, atomic write, checked read."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pystock_training import handoff
+from pystock_training.errors import DataError
+from pystock_training.handoff import read_predictions, write_predictions
+
+Y_TEST = np.array([0, 1, 1, 0, 1, 0])
+# Includes the threshold itself and values that need all 17 digits to round-trip.
+Y_PROBA = np.array([0.1, 0.5, 0.9, 0.49999999999999994, 1 / 3, 0.0])
+PRIOR = 0.123456789012345678
+
+
+def leftovers(folder: Path, target: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p != target)
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "predictions.csv"
+
+    returned = write_predictions(path, Y_TEST, Y_PROBA, threshold=0.5, baseline_proba=PRIOR)
+    frame = read_predictions(path)
+
+    assert returned == path
+    assert list(frame.columns) == ["y_test", "y_pred", "y_proba", "baseline_proba"]
+    assert frame["y_test"].tolist() == Y_TEST.tolist()
+    assert frame["y_pred"].tolist() == [0, 1, 1, 0, 0, 0]
+    # Bit-exact: evaluation must score the very probabilities the model produced.
+    assert frame["y_proba"].tolist() == Y_PROBA.tolist()
+    assert frame["baseline_proba"].tolist() == [PRIOR] * len(Y_TEST)
+
+
+def test_file_has_exactly_the_contract_columns_and_no_index(tmp_path: Path) -> None:
+    path = tmp_path / "predictions.csv"
+    write_predictions(path, Y_TEST, Y_PROBA, threshold=0.5, baseline_proba=0.5)
+
+    lines = path.read_text().splitlines()
+    # Read by an independent parser: no unnamed index column, one row per prediction.
+    frame = pd.read_csv(path)
+
+    header = [name.strip('"') for name in lines[0].split(",")]
+    assert header == ["y_test", "y_pred", "y_proba", "baseline_proba"]
+    assert len(lines) == 1 + len(Y_TEST)
+    assert list(frame.columns) == ["y_test", "y_pred", "y_proba", "baseline_proba"]
+    assert lines[1].split(",")[0] == "0"
+    assert lines[2].split(",")[:2] == ["1", "1"]
+
+
+@pytest.mark.parametrize(
+    ("threshold", "expected"),
+    [
+        (0.5, [0, 1, 1, 0, 0, 0]),
+        (0.3, [0, 1, 1, 1, 1, 0]),
+        (0.9, [0, 0, 1, 0, 0, 0]),
+        (0.0, [1, 1, 1, 1, 1, 1]),
+        (1.0, [0, 0, 0, 0, 0, 0]),
+    ],
+)
+def test_y_pred_is_proba_at_or_above_threshold(tmp_path: Path, threshold: float, expected: list[int]) -> None:
+    path = tmp_path / "predictions.csv"
+
+    write_predictions(path, Y_TEST, Y_PROBA, threshold=threshold, baseline_proba=0.5)
+
+    assert read_predictions(path)["y_pred"].tolist() == expected
+
+
+def test_write_creates_the_folder_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "predictions.csv"
+
+    write_predictions(path, Y_TEST, Y_PROBA, threshold=0.5, baseline_proba=0.5)
+
+    assert path.is_file()
+    assert leftovers(path.parent, path) == []
+
+
+def test_overwrite_replaces_the_old_file(tmp_path: Path) -> None:
+    path = tmp_path / "predictions.csv"
+    write_predictions(path, Y_TEST, Y_PROBA, threshold=0.5, baseline_proba=0.5)
+
+    write_predictions(path, Y_TEST[:2], Y_PROBA[:2], threshold=0.5, baseline_proba=0.25)
+
+    frame = read_predictions(path)
+    assert frame["y_test"].tolist() == [0, 1]
+    assert frame["baseline_proba"].tolist() == [0.25, 0.25]
+    assert leftovers(tmp_path, path) == []
+
+
+class WriteFailedError(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("partial", [b"", b'"y_test","y_pred"\n0,1'], ids=["nothing_written", "half_written"])
+def test_failed_write_keeps_the_old_file_and_cleans_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, partial: bytes
+) -> None:
+    path = tmp_path / "predictions.csv"
+    write_predictions(path, Y_TEST, Y_PROBA, threshold=0.5, baseline_proba=0.5)
+    before = path.read_bytes()
+
+    def fail(table: object, sink: object, *args: object, **kwargs: object) -> None:
+        sink.write(partial)
+        sink.flush()
+        raise WriteFailedError("disk full")
+
+    monkeypatch.setattr(handoff.pa_csv, "write_csv", fail)
+
+    with pytest.raises(WriteFailedError):
+        write_predictions(path, Y_TEST[:3], Y_PROBA[:3], threshold=0.5, baseline_proba=0.9)
+
+    assert path.read_bytes() == before
+    assert leftovers(tmp_path, path) == []
+
+
+def test_write_goes_to_a_sibling_temp_file_then_renames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The temp file must sit beside the target: a rename is atomic only within one filesystem.
+    path = tmp_path / "predictions.csv"
+    write_predictions(path, Y_TEST, Y_PROBA, threshold=0.5, baseline_proba=0.5)
+    before = path.read_bytes()
+    real_write_csv = handoff.pa_csv.write_csv
+    seen: dict[str, object] = {}
+
+    def spy(*args: object, **kwargs: object) -> None:
+        seen["siblings"] = leftovers(tmp_path, path)
+        seen["target_during_write"] = path.read_bytes()
+        real_write_csv(*args, **kwargs)
+
+    monkeypatch.setattr(handoff.pa_csv, "write_csv", spy)
+
+    write_predictions(path, Y_TEST[:2], Y_PROBA[:2], threshold=0.5, baseline_proba=0.5)
+
+    assert len(seen["siblings"]) == 1
+    # Not itself a *.csv, so nothing globbing the folder for CSVs picks up a half-written file.
+    assert not seen["siblings"][0].endswith(".csv")
+    assert seen["target_during_write"] == before
+    assert read_predictions(path)["y_test"].tolist() == [0, 1]
+    assert leftovers(tmp_path, path) == []
+
+
+def test_failed_first_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "predictions.csv"
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise WriteFailedError("disk full")
+
+    monkeypatch.setattr(handoff.pa_csv, "write_csv", fail)
+
+    with pytest.raises(WriteFailedError):
+        write_predictions(path, Y_TEST, Y_PROBA, threshold=0.5, baseline_proba=0.5)
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_extra_columns_are_allowed(tmp_path: Path) -> None:
+    path = tmp_path / "predictions.csv"
+    path.write_text("y_test,y_pred,y_proba,baseline_proba,champion_proba\n1,1,0.8,0.5,0.7\n0,0,0.2,0.5,0.1\n")
+
+    frame = read_predictions(path)
+
+    assert frame["y_proba"].tolist() == [0.8, 0.2]
+    assert "champion_proba" in frame.columns
+
+
+HEADER = "y_test,y_pred,y_proba,baseline_proba\n"
+
+# id: (file content or None for "no file", regex the problem must match)
+BAD_PREDICTIONS: dict[str, tuple[str | bytes | None, str]] = {
+    "missing_file": (None, r"no such predictions file"),
+    "empty_file": (b"", r"not a readable predictions CSV"),
+    "header_only": (HEADER, r"no rows"),
+    "missing_y_proba": ("y_test,y_pred,baseline_proba\n1,1,0.5\n", r"missing column\(s\) y_proba"),
+    "missing_two": ("y_test,y_proba\n1,0.5\n", r"missing column\(s\) y_pred, baseline_proba"),
+    "y_test_2": (HEADER + "0,0,0.1,0.5\n2,1,0.9,0.5\n", r"column y_test must hold only 0 and 1"),
+    "y_test_missing": (HEADER + "0,0,0.1,0.5\n,1,0.9,0.5\n", r"column y_test must hold only 0 and 1"),
+    "y_pred_text": (HEADER + "0,no,0.1,0.5\n1,1,0.9,0.5\n", r"column y_pred must hold only 0 and 1"),
+    "proba_1.5": (HEADER + "0,0,0.1,0.5\n1,1,1.5,0.5\n", r"column y_proba must hold probabilities in \[0, 1"),
+    "proba_negative": (HEADER + "0,0,-0.1,0.5\n", r"column y_proba must hold probabilities in \[0, 1\]"),
+    "proba_nan": (HEADER + "0,0,nan,0.5\n1,1,0.7,0.5\n", r"column y_proba must hold probabilities"),
+    "baseline_inf": (HEADER + "0,0,0.1,inf\n", r"column baseline_proba must hold probabilities"),
+    "ragged": (HEADER + "0,0,0.1\n", r"not a readable predictions CSV"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PREDICTIONS))
+def test_bad_predictions_file_names_the_file(tmp_path: Path, case: str) -> None:
+    content, problem = BAD_PREDICTIONS[case]
+    path = tmp_path / "predictions.csv"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}: ") as caught:
+        read_predictions(path)
+
+    assert re.search(problem, caught.value.problem), caught.value.problem
+    assert "\n" not in str(caught.value)
+
+
+def test_written_file_follows_the_umask_not_mkstemps_owner_only_mode(tmp_path: Path) -> None:
+    # Another user (the evaluate step in a container, say) must be able to read it.
+    old = os.umask(0o022)
+    try:
+        path = write_predictions(tmp_path / "p.csv", np.array([0, 1]), np.array([0.2, 0.8]), 0.5, 0.5)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
