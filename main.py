@@ -5,13 +5,13 @@ import logging
 import click
 
 from pystock_training import config
-from pystock_training.cli import configure_logging, run_cli, training_options
+from pystock_training.cli import StepCommand, configure_logging, run_cli, training_options
 from pystock_training.pipeline import PipelineParams, run_pipeline
 
 logger = logging.getLogger("pystock_training")
 
 
-@click.command()
+@click.command("main", cls=StepCommand)
 @training_options
 @click.option("--model-name", default=config.MODEL_NAME, show_default=True, help="Registered model name.")
 def main(**params: object) -> None:

@@ -3,11 +3,11 @@
 import click
 
 from pystock_training import config
-from pystock_training.cli import configure_logging, run_cli
+from pystock_training.cli import StepCommand, configure_logging, run_cli
 from pystock_training.steps import register_model
 
 
-@click.command()
+@click.command("register_model", cls=StepCommand)
 @click.option("--train-run-id", required=True, help="The train_model run whose model to register.")
 @click.option("--model-name", default=config.MODEL_NAME, show_default=True)
 @click.option("--model-uri", default="", help="Empty: the model the train run logged.")

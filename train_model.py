@@ -2,11 +2,11 @@
 
 import click
 
-from pystock_training.cli import configure_logging, run_cli, training_options
+from pystock_training.cli import StepCommand, configure_logging, run_cli, training_options
 from pystock_training.steps import train_model
 
 
-@click.command()
+@click.command("train_model", cls=StepCommand)
 @training_options
 @click.option(
     "--predictions-file",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -17,39 +18,25 @@ logger = logging.getLogger("pystock_training")
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_ERROR = 1
+EXIT_USAGE = 2
 
-# Options shared by main and train_model, with the defaults from config (one place).
+# Options shared by main and train_model, with the defaults from config (one place). Types are
+# plain: range checks live in the package (steps.check_train_params), so a bad value fails the
+# run with the same one-line error whether it came from the CLI or a direct call.
 TRAINING_OPTIONS = (
     click.option(
         "--data-file", default=config.DATA_FILE, show_default=True, help="Training table (CSV or Parquet)."
     ),
-    click.option("--split", type=click.Choice(config.SPLITS), default=config.SPLIT, show_default=True),
-    click.option(
-        "--test-size",
-        type=click.FloatRange(0, 1, min_open=True, max_open=True),
-        default=config.TEST_SIZE,
-        show_default=True,
-    ),
+    click.option("--split", default=config.SPLIT, show_default=True, help="time or random."),
+    click.option("--test-size", type=float, default=config.TEST_SIZE, show_default=True),
     click.option("--random-state", type=int, default=config.RANDOM_STATE, show_default=True),
-    click.option(
-        "--threshold",
-        type=click.FloatRange(0, 1, min_open=True, max_open=True),
-        default=config.THRESHOLD,
-        show_default=True,
-    ),
-    click.option(
-        "--num-boost-round", type=click.IntRange(min=1), default=config.NUM_BOOST_ROUND, show_default=True
-    ),
-    click.option("--max-depth", type=click.IntRange(min=1), default=config.MAX_DEPTH, show_default=True),
-    click.option(
-        "--learning-rate",
-        type=click.FloatRange(0, 1, min_open=True),
-        default=config.LEARNING_RATE,
-        show_default=True,
-    ),
+    click.option("--threshold", type=float, default=config.THRESHOLD, show_default=True),
+    click.option("--num-boost-round", type=int, default=config.NUM_BOOST_ROUND, show_default=True),
+    click.option("--max-depth", type=int, default=config.MAX_DEPTH, show_default=True),
+    click.option("--learning-rate", type=float, default=config.LEARNING_RATE, show_default=True),
     click.option(
         "--early-stopping-rounds",
-        type=click.IntRange(min=0),
+        type=int,
         default=config.EARLY_STOPPING_ROUNDS,
         show_default=True,
         help="0 turns early stopping off.",
@@ -64,8 +51,22 @@ def training_options(command: F) -> F:
     return command
 
 
+class StepCommand(click.Command):
+    """A click command whose bad options give one error line, not click's usage block."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.ClickException as exc:
+            configure_logging()
+            _fail(self.name or "step", f"{exc.format_message()} (see --help)", EXIT_USAGE)
+        except click.Abort:
+            sys.exit(EXIT_ERROR)
+
+
 def configure_logging() -> None:
-    """Timestamped lines on stderr; called only from a script's ``__main__``."""
+    """Timestamped lines on stderr; called only from a script's ``__main__`` path."""
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -83,8 +84,26 @@ def run_cli(step: str, func: Callable[..., Any], **kwargs: Any) -> Any:
     try:
         return func(**kwargs)
     except PystockError as exc:
-        logger.error("%s failed: %s", step, exc)
+        _fail(step, str(exc), EXIT_ERROR)
     except Exception as exc:
         logger.exception("unexpected error")
-        logger.error("%s failed: %s: %s", step, type(exc).__name__, exc)
-    sys.exit(EXIT_ERROR)
+        _fail(step, f"{type(exc).__name__}: {exc}", EXIT_ERROR)
+
+
+def _fail(step: str, reason: str, code: int) -> NoReturn:
+    logger.error("%s failed: %s", step, reason)
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if run_id and code == EXIT_USAGE:
+        # Under `mlflow run` the run exists before the options are parsed; leave the reason
+        # on it so the driver (and the UI) can show it. Other failures tagged it already.
+        _tag_error(run_id, reason)
+    sys.exit(code)
+
+
+def _tag_error(run_id: str, reason: str) -> None:
+    from mlflow import MlflowClient
+
+    try:
+        MlflowClient().set_tag(run_id, config.TAG_ERROR, reason[:5000])
+    except Exception:  # noqa: BLE001 - the error line above is what matters
+        logger.warning("could not record the error on run %s", run_id)

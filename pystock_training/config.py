@@ -9,6 +9,7 @@ from typing import Final
 PIPELINE_RUN_NAME: Final = "pystock-training"
 MODEL_ARTIFACT_NAME: Final = "model"
 PREDICTIONS_ARTIFACT_DIR: Final = "predictions"
+PREDICTIONS_FILE_NAME: Final = "predictions.csv"
 
 # Parameter defaults, by the one name each parameter has everywhere.
 DATA_FILE: Final = "data/training/data.csv"

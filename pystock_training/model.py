@@ -24,6 +24,11 @@ class TrainParams:
     early_stopping_rounds: int = config.EARLY_STOPPING_ROUNDS
     random_state: int = config.RANDOM_STATE
 
+    @classmethod
+    def from_dict(cls, values: dict[str, object]) -> TrainParams:
+        """The fields of ``values`` that are XGBoost settings; other keys are ignored."""
+        return cls(**{key: values[key] for key in cls.__dataclass_fields__ if key in values})
+
     def booster_params(self) -> dict[str, object]:
         """The ``params`` dict for ``xgb.train``."""
         # binary:logistic, not the default regression objective: predictions are probabilities.

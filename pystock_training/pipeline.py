@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
@@ -16,8 +16,9 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_PROJECT_ENTRY_
 
 from pystock_training import config
 from pystock_training.errors import DataError, PystockError
+from pystock_training.model import TrainParams
 from pystock_training.provenance import PROJECT_ROOT
-from pystock_training.steps import default_predictions_file
+from pystock_training.steps import check_train_params, default_predictions_file
 from pystock_training.tracking import log_missing_params, step_run
 
 logger = logging.getLogger(__name__)
@@ -82,11 +83,21 @@ def run_pipeline(
         log_missing_params(run, vars(params))
         env_manager = env_manager or detect_env_manager(run)
 
-        # MLproject takes data_file as a string, not a `path`: a missing `path` makes the
-        # `mlflow run` CLI fail after creating the run, leaving it RUNNING forever.
-        data_file = Path(params.data_file).expanduser().resolve()
+        # Everything that can be checked up front is, so a typo fails in seconds, not after
+        # training. MLproject takes data_file as a string, not a `path`: a missing `path` makes
+        # the `mlflow run` CLI fail after creating the run, leaving it RUNNING forever.
+        train_params = {key: value for key, value in asdict(params).items() if key != "model_name"}
+        check_train_params(
+            params.split, params.test_size, params.threshold, TrainParams.from_dict(train_params)
+        )
+        if not params.model_name.strip():
+            raise PystockError("invalid parameters: model_name must not be empty")
+        data_file = Path(params.data_file).expanduser()
         if not data_file.exists():
-            raise DataError(data_file, "no such file")
+            relative = (
+                "" if data_file.is_absolute() else " (relative paths resolve against the project directory)"
+            )
+            raise DataError(data_file.resolve(), f"no such file{relative}")
         predictions_file = default_predictions_file(run.info.run_id)
         common = {
             "experiment_id": run.info.experiment_id,
@@ -96,18 +107,7 @@ def run_pipeline(
 
         train = _run_step(
             "train_model",
-            {
-                "data_file": str(data_file),
-                "predictions_file": str(predictions_file),
-                "split": params.split,
-                "test_size": params.test_size,
-                "random_state": params.random_state,
-                "threshold": params.threshold,
-                "num_boost_round": params.num_boost_round,
-                "max_depth": params.max_depth,
-                "learning_rate": params.learning_rate,
-                "early_stopping_rounds": params.early_stopping_rounds,
-            },
+            train_params | {"data_file": str(data_file.resolve()), "predictions_file": str(predictions_file)},
             **common,
         )
         evaluate = _run_step("evaluate_model", {"predictions_file": str(predictions_file)}, **common)

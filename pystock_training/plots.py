@@ -1,14 +1,14 @@
-"""Evaluation plots: confusion matrix, ROC, precision-recall and calibration."""
+"""Evaluation plots: confusion matrix, ROC, precision-recall and calibration.
+
+Figures are built with ``matplotlib.figure.Figure`` directly, not pyplot: no global backend or
+figure registry to set up (the job runs headless from cron, CI and containers) and nothing to
+close afterwards.
+"""
 
 from __future__ import annotations
 
-import matplotlib
-
-# A headless backend: the job runs from cron, CI and containers with no display.
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
@@ -20,26 +20,26 @@ def evaluation_figures(
     """Figures keyed by the artifact file name they are logged under."""
     figures: dict[str, Figure] = {}
 
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = _figure((5, 4))
     ConfusionMatrixDisplay.from_predictions(y_true, y_pred, ax=ax, colorbar=False)
     ax.set_title("Confusion matrix (test)")
     figures["confusion_matrix.png"] = fig
 
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = _figure((5, 5))
     RocCurveDisplay.from_predictions(y_true, y_proba, ax=ax, name="model")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="baseline (AUC = 0.5)")
     ax.legend(loc="lower right")
     ax.set_title("ROC curve (test)")
     figures["roc_curve.png"] = fig
 
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = _figure((5, 5))
     PrecisionRecallDisplay.from_predictions(y_true, y_proba, ax=ax, name="model")
     ax.axhline(float(np.mean(y_true)), linestyle="--", color="grey", label="baseline (positive rate)")
     ax.legend(loc="lower left")
     ax.set_title("Precision-recall curve (test)")
     figures["precision_recall_curve.png"] = fig
 
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = _figure((5, 5))
     CalibrationDisplay.from_predictions(y_true, y_proba, n_bins=10, strategy="quantile", ax=ax, name="model")
     ax.axvline(float(baseline_proba[0]), linestyle=":", color="grey", label="training prior")
     ax.legend(loc="upper left")
@@ -49,3 +49,8 @@ def evaluation_figures(
     for figure in figures.values():
         figure.tight_layout()
     return figures
+
+
+def _figure(size: tuple[float, float]) -> tuple[Figure, Axes]:
+    figure = Figure(figsize=size)
+    return figure, figure.add_subplot()

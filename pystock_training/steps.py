@@ -7,16 +7,18 @@ and returns it, so tests call these functions directly against a real SQLite sto
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
+import xgboost as xgb
 from mlflow import MlflowClient
+from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
@@ -47,7 +49,7 @@ class TrainResult:
 
 def default_predictions_file(run_id: str) -> Path:
     """A predictions path unique to one run, so concurrent pipelines never share a file."""
-    return Path(tempfile.gettempdir()) / "pystock-training" / run_id / "predictions.csv"
+    return Path(tempfile.gettempdir()) / "pystock-training" / run_id / config.PREDICTIONS_FILE_NAME
 
 
 def check_train_params(split: str, test_size: float, threshold: float, params: TrainParams) -> None:
@@ -71,6 +73,8 @@ def check_train_params(split: str, test_size: float, threshold: float, params: T
         problems.append(f"learning_rate must be in (0, 1], got {params.learning_rate}")
     if params.early_stopping_rounds < 0:
         problems.append(f"early_stopping_rounds must be 0 (off) or more, got {params.early_stopping_rounds}")
+    if not 0 <= params.random_state < 2**32:
+        problems.append(f"random_state must be in [0, 2**32), got {params.random_state}")
     if problems:
         raise PystockError("invalid parameters: " + "; ".join(problems))
 
@@ -138,9 +142,12 @@ def train_model(
         prior = float(labels[parts.train].mean())
         path = Path(predictions_file) if predictions_file else default_predictions_file(run.info.run_id)
         write_predictions(path, y_test, y_proba, threshold, prior)
-        mlflow.log_artifact(str(path), artifact_path=config.PREDICTIONS_ARTIFACT_DIR)
+        _log_predictions_artifact(path)
 
-        example = x_test.iloc[: config.EXAMPLE_ROWS]
+        # float64 in the signature: a double column accepts the float64 frames pandas reads
+        # by default as well as float32 and ints; a float32 one refuses float64 input.
+        example = x_test.iloc[: config.EXAMPLE_ROWS].astype(np.float64)
+        mlflow.log_dict(_importance(booster), "feature_importance.json")
         model_info = mlflow.xgboost.log_model(
             booster,
             name=config.MODEL_ARTIFACT_NAME,
@@ -166,11 +173,19 @@ def train_model(
         return TrainResult(run.info.run_id, model_info.model_uri, path, digest)
 
 
-def _fit_with_autolog(features: pd.DataFrame, labels: np.ndarray, parts: Split, params: TrainParams):
-    # Autolog records the per-round train/validation log loss and the booster params. It must
-    # run inside the step's run: outside one, it ends the run it resumed. Models are logged by
-    # hand, with a signature and input example, so autolog's own model logging is off.
-    mlflow.xgboost.autolog(log_models=False, log_datasets=False, silent=True)
+def _fit_with_autolog(
+    features: pd.DataFrame, labels: np.ndarray, parts: Split, params: TrainParams
+) -> xgb.Booster:
+    # Autolog records the per-round train/validation log loss. It must run inside the step's
+    # run: outside one, it ends the run it resumed. The model (with signature and example) and
+    # the feature importance (of the trees kept, not of every round tried) are logged by hand.
+    # Autolog also logs xgb.train's arguments as params, which collides with the values
+    # `mlflow run` logged as typed ("0" vs "None", ".05" vs "0.05") and makes it drop them all,
+    # so the booster params are logged here first, under names no parameter uses.
+    mlflow.log_params(
+        {key: value for key, value in params.booster_params().items() if key not in asdict(params)}
+    )
+    mlflow.xgboost.autolog(log_models=False, log_datasets=False, importance_types=[], silent=True)
     try:
         return fit(
             features.iloc[parts.train],
@@ -185,6 +200,21 @@ def _fit_with_autolog(features: pd.DataFrame, labels: np.ndarray, parts: Split, 
 
 def _count(rows: slice | np.ndarray, labels: np.ndarray) -> int:
     return len(labels[rows])
+
+
+def _importance(booster: xgb.Booster) -> dict[str, dict[str, float]]:
+    return {kind: booster.get_score(importance_type=kind) for kind in ("gain", "weight")}
+
+
+def _log_predictions_artifact(path: Path) -> None:
+    """Log the CSV as ``predictions/predictions.csv`` whatever the local file is called."""
+    if path.name == config.PREDICTIONS_FILE_NAME:
+        mlflow.log_artifact(str(path), artifact_path=config.PREDICTIONS_ARTIFACT_DIR)
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch) / config.PREDICTIONS_FILE_NAME
+        shutil.copyfile(path, copy)
+        mlflow.log_artifact(str(copy), artifact_path=config.PREDICTIONS_ARTIFACT_DIR)
 
 
 def evaluate_model(*, predictions_file: str | Path) -> dict[str, float]:
@@ -211,7 +241,6 @@ def evaluate_model(*, predictions_file: str | Path) -> dict[str, float]:
         mlflow.log_metrics(flat)
         for name, figure in evaluation_figures(y_true, y_pred, y_proba, baseline_proba).items():
             mlflow.log_figure(figure, f"plots/{name}")
-            plt.close(figure)
         mlflow.log_dict(results, "evaluation.json")
         mlflow.log_text(evaluation_report(results, n_rows=len(frame)), "evaluation_report.md")
         logger.info(
@@ -293,7 +322,7 @@ def register_model(
         return client.get_model_version(model_name, version.version)
 
 
-def _get_run(client: MlflowClient, run_id: str, what: str):
+def _get_run(client: MlflowClient, run_id: str, what: str) -> Run:
     try:
         return client.get_run(run_id)
     except MlflowException as exc:
