@@ -2,12 +2,14 @@
 
 import click
 
+from pystock_training import config
 from pystock_training.cli import StepCommand, configure_logging, run_cli, training_options
 from pystock_training.steps import train_model
 
 
 @click.command("train_model", cls=StepCommand)
 @training_options
+@click.option("--model-name", default=config.MODEL_NAME, show_default=True, help="Whose champion to score.")
 @click.option(
     "--predictions-file",
     default="",

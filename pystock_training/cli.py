@@ -44,6 +44,25 @@ TRAINING_OPTIONS = (
 )
 
 
+GATE_OPTIONS = (
+    click.option(
+        "--gate-metric",
+        default=config.GATE_METRIC,
+        show_default=True,
+        help="Metric the promotion gate compares (any logged metric).",
+    ),
+    click.option("--min-score", type=float, default=config.MIN_SCORE, show_default=True),
+    click.option("--max-regression", type=float, default=config.MAX_REGRESSION, show_default=True),
+)
+
+
+def gate_options(command: F) -> F:
+    """Add the promotion gate's options to a click command."""
+    for option in reversed(GATE_OPTIONS):
+        command = option(command)
+    return command
+
+
 def training_options(command: F) -> F:
     """Add the shared training options to a click command."""
     for option in reversed(TRAINING_OPTIONS):

@@ -25,6 +25,11 @@ NUM_BOOST_ROUND: Final = 300
 MAX_DEPTH: Final = 3
 LEARNING_RATE: Final = 0.05
 EARLY_STOPPING_ROUNDS: Final = 30
+# The promotion gate (pystock_training/gate.py explains the rule).
+GATE_METRIC: Final = "roc_auc"
+MIN_SCORE: Final = 0.5
+MAX_REGRESSION: Final = 0.01
+FAIL_ON_REJECT: Final = False
 
 # Share of the training part held out, at its end in time order, to pick the number of rounds.
 VALIDATION_FRACTION: Final = 0.2
@@ -46,6 +51,12 @@ TAG_MODEL_VERSION: Final = "pystock.model_version"
 TAG_TRAIN_RUN_ID: Final = "pystock.train_run_id"
 TAG_EVALUATE_RUN_ID: Final = "pystock.evaluate_run_id"
 TAG_METRIC_PREFIX: Final = "pystock.metric."
+TAG_CHAMPION_VERSION: Final = "pystock.champion_version"
+TAG_CHAMPION_STATUS: Final = "pystock.champion_status"
+TAG_REASONS: Final = "pystock.reasons"
+TAG_SERVING_CHECK: Final = "pystock.serving_check"
+TAG_SUMMARY: Final = "pystock.summary"
+DECISION_ARTIFACT: Final = "decision.json"
 
 ALIAS_CHAMPION: Final = "champion"
 ALIAS_CHALLENGER: Final = "challenger"

@@ -1,7 +1,8 @@
 """The predictions CSV that carries the test set from train_model to evaluate_model.
 
 Columns, no index: ``y_test`` (0/1), ``y_pred`` (0/1 at the threshold), ``y_proba`` (probability
-of "up"), then ``baseline_proba`` (the training prior, the naive baseline's probability).
+of "up"), then ``baseline_proba`` (the training prior, the naive baseline's probability) and,
+when a champion was scored on the same rows, ``champion_proba`` and ``champion_pred``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pyarrow.csv as pa_csv
 from pystock_training.errors import DataError
 
 REQUIRED_COLUMNS = ("y_test", "y_pred", "y_proba", "baseline_proba")
+CHAMPION_COLUMNS = ("champion_proba", "champion_pred")
 
 
 def write_predictions(
@@ -26,17 +28,20 @@ def write_predictions(
     y_proba: np.ndarray,
     threshold: float,
     baseline_proba: float,
+    champion_proba: np.ndarray | None = None,
 ) -> Path:
     """Write the predictions CSV atomically: a reader sees the old file or the whole new one."""
     path = Path(path)
-    table = pa.table(
-        {
-            "y_test": pa.array(np.asarray(y_test, dtype=np.int8)),
-            "y_pred": pa.array((np.asarray(y_proba) >= threshold).astype(np.int8)),
-            "y_proba": pa.array(np.asarray(y_proba, dtype=np.float64)),
-            "baseline_proba": pa.array(np.full(len(y_test), baseline_proba, dtype=np.float64)),
-        }
-    )
+    columns = {
+        "y_test": pa.array(np.asarray(y_test, dtype=np.int8)),
+        "y_pred": pa.array((np.asarray(y_proba) >= threshold).astype(np.int8)),
+        "y_proba": pa.array(np.asarray(y_proba, dtype=np.float64)),
+        "baseline_proba": pa.array(np.full(len(y_test), baseline_proba, dtype=np.float64)),
+    }
+    if champion_proba is not None:
+        columns["champion_proba"] = pa.array(np.asarray(champion_proba, dtype=np.float64))
+        columns["champion_pred"] = pa.array((np.asarray(champion_proba) >= threshold).astype(np.int8))
+    table = pa.table(columns)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The temp file sits in the target folder so the rename stays on one filesystem (atomic).
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -72,10 +77,15 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
         raise DataError(path, f"missing column(s) {', '.join(missing)}")
     if frame.empty:
         raise DataError(path, "no rows")
-    for column in ("y_test", "y_pred"):
+    present = [column for column in CHAMPION_COLUMNS if column in frame.columns]
+    if present and len(present) != len(CHAMPION_COLUMNS):
+        raise DataError(
+            path, f"has {present[0]} without {' and '.join(set(CHAMPION_COLUMNS) - set(present))}"
+        )
+    for column in ("y_test", "y_pred", *(["champion_pred"] if present else [])):
         if not frame[column].isin([0, 1]).all():
             raise DataError(path, f"column {column} must hold only 0 and 1")
-    for column in ("y_proba", "baseline_proba"):
+    for column in ("y_proba", "baseline_proba", *(["champion_proba"] if present else [])):
         values = frame[column].to_numpy(dtype=np.float64)
         if not (np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()):
             raise DataError(path, f"column {column} must hold probabilities in [0, 1]")

@@ -16,6 +16,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_PROJECT_ENTRY_
 
 from pystock_training import config
 from pystock_training.errors import DataError, PystockError
+from pystock_training.gate import check_gate_metric
 from pystock_training.model import TrainParams
 from pystock_training.provenance import PROJECT_ROOT
 from pystock_training.steps import check_train_params, default_predictions_file
@@ -42,19 +43,60 @@ class PipelineParams:
     max_depth: int = config.MAX_DEPTH
     learning_rate: float = config.LEARNING_RATE
     early_stopping_rounds: int = config.EARLY_STOPPING_ROUNDS
+    gate_metric: str = config.GATE_METRIC
+    min_score: float = config.MIN_SCORE
+    max_regression: float = config.MAX_REGRESSION
+    fail_on_reject: bool = config.FAIL_ON_REJECT
+
+    def train_params(self) -> dict[str, object]:
+        """The parameters train_model takes, by name."""
+        return {name: getattr(self, name) for name in TRAIN_PARAMETERS}
+
+    def gate_params(self) -> dict[str, object]:
+        """The promotion gate's parameters, by name."""
+        return {
+            "gate_metric": self.gate_metric,
+            "min_score": self.min_score,
+            "max_regression": self.max_regression,
+        }
+
+
+TRAIN_PARAMETERS = (
+    "model_name",
+    "split",
+    "test_size",
+    "random_state",
+    "threshold",
+    "num_boost_round",
+    "max_depth",
+    "learning_rate",
+    "early_stopping_rounds",
+)
 
 
 @dataclass(frozen=True)
 class PipelineResult:
-    """What one pipeline run made."""
+    """What one pipeline run made and decided."""
 
     run_id: str
     train_run_id: str
     evaluate_run_id: str
     register_run_id: str
     model_version: str
+    decision: str
     metrics: dict[str, float]
     summary: str
+    fail_on_reject: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        """0 when the pipeline did its job; EXIT_REJECTED for a rejection under fail_on_reject."""
+        return EXIT_REJECTED if self.fail_on_reject and self.decision == "rejected" else 0
+
+
+# Distinct from 1 (an error) for callers that run main.py directly; `mlflow run` reports any
+# non-zero exit as 1.
+EXIT_REJECTED = 3
 
 
 def detect_env_manager(run: Run) -> str:
@@ -86,12 +128,15 @@ def run_pipeline(
         # Everything that can be checked up front is, so a typo fails in seconds, not after
         # training. MLproject takes data_file as a string, not a `path`: a missing `path` makes
         # the `mlflow run` CLI fail after creating the run, leaving it RUNNING forever.
-        train_params = {key: value for key, value in asdict(params).items() if key != "model_name"}
         check_train_params(
-            params.split, params.test_size, params.threshold, TrainParams.from_dict(train_params)
+            params.split, params.test_size, params.threshold, TrainParams.from_dict(asdict(params))
         )
         if not params.model_name.strip():
             raise PystockError("invalid parameters: model_name must not be empty")
+        try:
+            check_gate_metric(params.gate_metric)
+        except ValueError as exc:
+            raise PystockError(f"invalid parameters: {exc}") from exc
         data_file = Path(params.data_file).expanduser()
         if not data_file.exists():
             relative = (
@@ -107,10 +152,15 @@ def run_pipeline(
 
         train = _run_step(
             "train_model",
-            train_params | {"data_file": str(data_file.resolve()), "predictions_file": str(predictions_file)},
+            params.train_params()
+            | {"data_file": str(data_file.resolve()), "predictions_file": str(predictions_file)},
             **common,
         )
-        evaluate = _run_step("evaluate_model", {"predictions_file": str(predictions_file)}, **common)
+        evaluate = _run_step(
+            "evaluate_model",
+            {"predictions_file": str(predictions_file), "gate_metric": params.gate_metric},
+            **common,
+        )
         register = _run_step(
             "register_model",
             {
@@ -118,40 +168,50 @@ def run_pipeline(
                 "train_run_id": train.info.run_id,
                 "model_uri": train.data.tags[config.TAG_MODEL_URI],
                 "evaluate_run_id": evaluate.info.run_id,
-            },
+            }
+            | params.gate_params(),
             **common,
         )
         # The predictions are an artifact of the train run now; the local copy is scratch.
         shutil.rmtree(predictions_file.parent, ignore_errors=True)
 
+        decision = register.data.tags[config.TAG_DECISION]
         version = register.data.tags[config.TAG_MODEL_VERSION]
         metrics = evaluate.data.metrics
         mlflow.log_metrics(metrics)
+        mlflow.log_dict(
+            mlflow.artifacts.load_dict(f"runs:/{register.info.run_id}/{config.DECISION_ARTIFACT}"),
+            config.DECISION_ARTIFACT,
+        )
+        summary = f"{register.data.tags[config.TAG_SUMMARY]} in {time.monotonic() - started:.1f}s"
         mlflow.set_tags(
             {
-                config.TAG_DECISION: register.data.tags.get(config.TAG_DECISION, "promoted"),
+                config.TAG_DECISION: decision,
                 config.TAG_MODEL_VERSION: version,
                 config.TAG_TRAIN_RUN_ID: train.info.run_id,
                 config.TAG_EVALUATE_RUN_ID: evaluate.info.run_id,
                 config.TAG_DATA_DIGEST: train.data.tags.get(config.TAG_DATA_DIGEST, ""),
+                config.TAG_SUMMARY: summary,
             }
         )
-        summary = (
-            f"registered {params.model_name} version {version} as {config.ALIAS_CHAMPION} "
-            f"(roc_auc {metrics['roc_auc']:.3f} vs baseline {metrics['baseline_roc_auc']:.3f}, "
-            f"accuracy {metrics['accuracy']:.3f} vs baseline {metrics['baseline_accuracy']:.3f}) "
-            f"in {time.monotonic() - started:.1f}s"
-        )
-        mlflow.set_tag("pystock.summary", summary)
-        return PipelineResult(
-            run_id=run.info.run_id,
-            train_run_id=train.info.run_id,
-            evaluate_run_id=evaluate.info.run_id,
-            register_run_id=register.info.run_id,
-            model_version=version,
-            metrics=metrics,
-            summary=summary,
-        )
+    result = PipelineResult(
+        run_id=run.info.run_id,
+        train_run_id=train.info.run_id,
+        evaluate_run_id=evaluate.info.run_id,
+        register_run_id=register.info.run_id,
+        model_version=version,
+        decision=decision,
+        metrics=metrics,
+        summary=summary,
+        fail_on_reject=params.fail_on_reject,
+    )
+    # The run has ended FINISHED: a rejection is a decision, not an error. The one-line
+    # summary is the last thing the driver logs.
+    if result.exit_code:
+        logger.error("%s (fail_on_reject: exit %d)", summary, result.exit_code)
+    else:
+        logger.info("%s", summary)
+    return result
 
 
 def _run_step(

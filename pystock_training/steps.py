@@ -24,10 +24,22 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from pystock_training import config
+from pystock_training.champion import current_champion, score_champion
 from pystock_training.data import Split, load_dataset, split_rows
 from pystock_training.errors import DataError, PystockError
+from pystock_training.gate import (
+    BootstrapCI,
+    ChampionComparison,
+    Check,
+    GateDecision,
+    GateParams,
+    check_gate_metric,
+    decide,
+    paired_bootstrap_ci,
+    uses_probabilities,
+)
 from pystock_training.handoff import read_predictions, write_predictions
-from pystock_training.metrics import METRIC_NAMES, evaluate_predictions, flatten
+from pystock_training.metrics import METRIC_NAMES, classification_metrics, evaluate_predictions, flatten
 from pystock_training.model import TrainParams, fit, predict_proba
 from pystock_training.plots import evaluation_figures
 from pystock_training.provenance import code_version, file_digest
@@ -82,6 +94,7 @@ def check_train_params(split: str, test_size: float, threshold: float, params: T
 def train_model(
     *,
     data_file: str | Path = config.DATA_FILE,
+    model_name: str = config.MODEL_NAME,
     predictions_file: str | Path | None = None,
     split: str = config.SPLIT,
     test_size: float = config.TEST_SIZE,
@@ -94,6 +107,9 @@ def train_model(
 ) -> TrainResult:
     """Load and split the data, fit the classifier, log the model and write the test predictions.
 
+    The current ``model_name@champion``, if its inputs fit, is scored on the same test rows and
+    its probabilities travel in the predictions CSV for the gate.
+
     Raises:
         DataError: The data file breaks the data contract.
         PystockError: A parameter is out of range.
@@ -102,7 +118,8 @@ def train_model(
     with step_run("train_model") as run:
         log_missing_params(
             run,
-            {"data_file": data_file, "predictions_file": predictions_file or "", "split": split}
+            {"data_file": data_file, "model_name": model_name, "predictions_file": predictions_file or ""}
+            | {"split": split}
             | {"test_size": test_size, "threshold": threshold}
             | asdict(params),
         )
@@ -140,8 +157,12 @@ def train_model(
         x_test, y_test = features.iloc[parts.test], labels[parts.test]
         y_proba = predict_proba(booster, x_test)
         prior = float(labels[parts.train].mean())
+        champion = score_champion(model_name, x_test)
+        mlflow.set_tags(
+            {config.TAG_CHAMPION_VERSION: champion.version or "", config.TAG_CHAMPION_STATUS: champion.status}
+        )
         path = Path(predictions_file) if predictions_file else default_predictions_file(run.info.run_id)
-        write_predictions(path, y_test, y_proba, threshold, prior)
+        write_predictions(path, y_test, y_proba, threshold, prior, champion_proba=champion.proba)
         _log_predictions_artifact(path)
 
         # float64 in the signature: a double column accepts the float64 frames pandas reads
@@ -217,109 +238,274 @@ def _log_predictions_artifact(path: Path) -> None:
         mlflow.log_artifact(str(copy), artifact_path=config.PREDICTIONS_ARTIFACT_DIR)
 
 
-def evaluate_model(*, predictions_file: str | Path) -> dict[str, float]:
-    """Score the test predictions against the naive baseline; log metrics, plots and a report.
+def evaluate_model(
+    *, predictions_file: str | Path, gate_metric: str = config.GATE_METRIC
+) -> dict[str, float]:
+    """Score the test predictions against the naive baseline and, when present, the champion.
+
+    Logs every metric for the model (``roc_auc``), the baseline (``baseline_roc_auc``), the lift
+    over it (``lift_roc_auc``) and the champion on the same rows (``champion_roc_auc``), plus the
+    paired bootstrap CI of the gate metric's difference with the champion (``diff_roc_auc``,
+    ``diff_roc_auc_ci_low``, ``diff_roc_auc_ci_high``), plots, ``evaluation.json`` and a report.
 
     Returns:
-        The logged metrics: ``roc_auc``, ``baseline_roc_auc``, ``lift_roc_auc`` and so on.
+        The logged metrics.
 
     Raises:
         DataError: The predictions file is missing or malformed.
+        PystockError: Unknown gate metric.
     """
     with step_run("evaluate_model") as run:
-        log_missing_params(run, {"predictions_file": predictions_file})
+        log_missing_params(run, {"predictions_file": predictions_file, "gate_metric": gate_metric})
+        _check_gate_metric(gate_metric)
         frame = read_predictions(predictions_file)
         y_true = frame["y_test"].to_numpy()
         y_pred = frame["y_pred"].to_numpy()
         y_proba = frame["y_proba"].to_numpy(dtype=np.float64)
         baseline_proba = frame["baseline_proba"].to_numpy(dtype=np.float64)
+        has_champion = "champion_proba" in frame.columns
         try:
             results = evaluate_predictions(y_true, y_pred, y_proba, float(baseline_proba[0]))
+            comparison = None
+            if has_champion:
+                champion_pred = frame["champion_pred"].to_numpy()
+                champion_proba = frame["champion_proba"].to_numpy(dtype=np.float64)
+                results["champion"] = classification_metrics(y_true, champion_pred, champion_proba)
+                candidate, champion = (
+                    (y_proba, champion_proba) if uses_probabilities(gate_metric) else (y_pred, champion_pred)
+                )
+                comparison = paired_bootstrap_ci(y_true, candidate, champion, gate_metric)
         except ValueError as exc:
             raise DataError(predictions_file, str(exc)) from exc
         flat = flatten(results)
+        if comparison is not None:
+            flat |= {
+                f"diff_{gate_metric}": comparison.diff,
+                f"diff_{gate_metric}_ci_low": comparison.low,
+                f"diff_{gate_metric}_ci_high": comparison.high,
+            }
         mlflow.log_metrics(flat)
         for name, figure in evaluation_figures(y_true, y_pred, y_proba, baseline_proba).items():
             mlflow.log_figure(figure, f"plots/{name}")
-        mlflow.log_dict(results, "evaluation.json")
-        mlflow.log_text(evaluation_report(results, n_rows=len(frame)), "evaluation_report.md")
+        mlflow.log_dict(
+            results | {"champion_comparison": asdict(comparison) if comparison else None}, "evaluation.json"
+        )
+        mlflow.log_text(evaluation_report(results, len(frame), comparison), "evaluation_report.md")
         logger.info(
-            "roc_auc %.4f (baseline %.4f), accuracy %.4f (baseline %.4f) on %d test rows",
-            flat["roc_auc"],
-            flat["baseline_roc_auc"],
-            flat["accuracy"],
-            flat["baseline_accuracy"],
+            "%s %.4f (baseline %.4f%s) on %d test rows",
+            gate_metric,
+            flat[gate_metric],
+            flat[f"baseline_{gate_metric}"],
+            f", champion {flat[f'champion_{gate_metric}']:.4f}, diff CI [{comparison.low:+.4f}, "
+            f"{comparison.high:+.4f}]"
+            if comparison
+            else "",
             len(frame),
         )
         return flat
 
 
+def _check_gate_metric(gate_metric: str) -> None:
+    try:
+        check_gate_metric(gate_metric)
+    except ValueError as exc:
+        raise PystockError(f"invalid parameters: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class RegisterResult:
+    """What register_model made and decided."""
+
+    version: ModelVersion
+    decision: GateDecision
+    summary: str
+
+    @property
+    def promoted(self) -> bool:
+        """Whether the version became champion."""
+        return self.decision.promote
+
+
 def register_model(
     *,
     train_run_id: str,
+    evaluate_run_id: str,
     model_name: str = config.MODEL_NAME,
     model_uri: str = "",
-    evaluate_run_id: str = "",
-) -> ModelVersion:
-    """Register the train run's model, prove the version loads and predicts, then set its aliases.
+    gate_metric: str = config.GATE_METRIC,
+    min_score: float = config.MIN_SCORE,
+    max_regression: float = config.MAX_REGRESSION,
+) -> RegisterResult:
+    """Register the train run's model as ``challenger``; move ``champion`` only if it passes the gate.
 
-    Until the promotion gate exists, every version that passes the serving check becomes
-    ``champion`` (and ``challenger``).
+    Every trained model becomes a version. The gate (pystock_training/gate.py) reads the evaluate
+    run's metrics and CI and the serving check of the registered version. ``champion`` moves by
+    compare-and-set: only if it still points at the version the candidate was compared with.
 
     Raises:
-        PystockError: The train run or its model cannot be found, or the version fails to load
-            and predict.
+        PystockError: The runs or the model cannot be found, or the evaluate run lacks the metrics.
     """
+    gate = GateParams(gate_metric, min_score, max_regression)
     with step_run("register_model") as run:
         log_missing_params(
             run,
-            {
-                "train_run_id": train_run_id,
-                "model_name": model_name,
-                "model_uri": model_uri,
-                "evaluate_run_id": evaluate_run_id,
-            },
+            {"train_run_id": train_run_id, "evaluate_run_id": evaluate_run_id, "model_name": model_name}
+            | {"model_uri": model_uri}
+            | asdict(gate),
         )
+        _check_gate_metric(gate_metric)
+        if not model_name.strip():
+            raise PystockError("invalid parameters: model_name must not be empty")
         client = MlflowClient()
         train_run = _get_run(client, train_run_id, "train_run_id")
+        metrics = _get_run(client, evaluate_run_id, "evaluate_run_id").data.metrics
         model_uri = model_uri or train_run.data.tags.get(config.TAG_MODEL_URI, "")
         if not model_uri:
             raise PystockError(f"train run {train_run_id} logged no model (no {config.TAG_MODEL_URI} tag)")
+        champion = _champion_comparison(train_run, evaluate_run_id, metrics, gate_metric)
+
         tags = {
             config.TAG_TRAIN_RUN_ID: train_run_id,
+            config.TAG_EVALUATE_RUN_ID: evaluate_run_id,
             config.TAG_DATA_DIGEST: train_run.data.tags.get(config.TAG_DATA_DIGEST, "unknown"),
             config.TAG_CODE_VERSION: train_run.data.tags.get(config.TAG_CODE_VERSION, "unknown"),
+        } | {
+            f"{config.TAG_METRIC_PREFIX}{name}": f"{value:.6g}"
+            for name, value in metrics.items()
+            if name.removeprefix("baseline_").removeprefix("champion_") in METRIC_NAMES
+            or name.startswith("diff_")
         }
-        if evaluate_run_id:
-            metrics = _get_run(client, evaluate_run_id, "evaluate_run_id").data.metrics
-            tags[config.TAG_EVALUATE_RUN_ID] = evaluate_run_id
-            tags |= {
-                f"{config.TAG_METRIC_PREFIX}{name}": f"{metrics[name]:.6g}"
-                for prefix in ("", "baseline_")
-                for name in (f"{prefix}{metric}" for metric in METRIC_NAMES)
-                if name in metrics
-            }
-        else:
-            logger.warning("no evaluate_run_id: version gets no metric tags")
-
         try:
             version = mlflow.register_model(model_uri, model_name, tags=tags)
         except MlflowException as exc:
             raise PystockError(f"cannot register {model_uri} as {model_name}: {exc.message}") from exc
-        mlflow.set_tag(config.TAG_MODEL_VERSION, version.version)
-        try:
-            serving_check(model_name, version.version)
-        except PystockError:
-            client.set_model_version_tag(model_name, version.version, "pystock.serving_check", "failed")
-            raise
-        client.set_model_version_tag(model_name, version.version, "pystock.serving_check", "passed")
-        # Stages are deprecated; aliases are what downstream systems resolve.
-        client.set_registered_model_alias(model_name, config.ALIAS_CHALLENGER, version.version)
-        client.set_registered_model_alias(model_name, config.ALIAS_CHAMPION, version.version)
-        client.set_model_version_tag(model_name, version.version, config.TAG_DECISION, "promoted")
-        mlflow.set_tag(config.TAG_DECISION, "promoted")
-        logger.info("registered %s version %s as %s", model_name, version.version, config.ALIAS_CHAMPION)
-        return client.get_model_version(model_name, version.version)
+        number = str(version.version)
+        mlflow.set_tag(config.TAG_MODEL_VERSION, number)
+        client.set_registered_model_alias(model_name, config.ALIAS_CHALLENGER, number)
+
+        serving = _serving_check(model_name, number)
+        client.set_model_version_tag(model_name, number, config.TAG_SERVING_CHECK, _passed(serving.passed))
+        decision = decide(gate, metrics[gate_metric], metrics[f"baseline_{gate_metric}"], champion, serving)
+        if decision.promote:
+            decision = _compare_and_set_champion(client, model_name, number, champion, decision)
+
+        verdict = "promoted" if decision.promote else "rejected"
+        summary = _summary(verdict, number, model_name, gate_metric, metrics, champion, decision)
+        for check in decision.checks:
+            client.set_model_version_tag(
+                model_name, number, f"pystock.gate.{check.name}", _passed(check.passed)
+            )
+        client.set_model_version_tag(model_name, number, config.TAG_DECISION, verdict)
+        client.set_model_version_tag(
+            model_name, number, config.TAG_REASONS, "; ".join(decision.reasons)[:5000]
+        )
+        record = {
+            "verdict": verdict,
+            "model_name": model_name,
+            "version": number,
+            "champion_compared": champion.version,
+            "champion_status": champion.status,
+            "champion_now": current_champion(model_name),
+            "gate": asdict(gate),
+            "candidate": {
+                gate_metric: metrics[gate_metric],
+                f"baseline_{gate_metric}": metrics[f"baseline_{gate_metric}"],
+            },
+            "reasons": decision.reasons,
+            "summary": summary,
+        } | decision.to_dict()
+        mlflow.log_dict(record, config.DECISION_ARTIFACT)
+        mlflow.set_tags({config.TAG_DECISION: verdict, config.TAG_SUMMARY: summary})
+        logger.info("%s", summary)
+        return RegisterResult(client.get_model_version(model_name, number), decision, summary)
+
+
+def _passed(passed: bool) -> str:
+    return "passed" if passed else "failed"
+
+
+def _champion_comparison(
+    train_run: Run, evaluate_run_id: str, metrics: dict[str, float], gate_metric: str
+) -> ChampionComparison:
+    """What the train run found as champion, with the evaluate run's CI against it."""
+    version = train_run.data.tags.get(config.TAG_CHAMPION_VERSION) or None
+    status = train_run.data.tags.get(config.TAG_CHAMPION_STATUS, "none")
+    if status != "scored":
+        return ChampionComparison(version, status)
+    evaluation = mlflow.artifacts.load_dict(f"runs:/{evaluate_run_id}/evaluation.json")
+    comparison = evaluation.get("champion_comparison")
+    if not comparison or comparison.get("metric") != gate_metric:
+        raise PystockError(
+            f"the evaluate run has no CI for gate_metric {gate_metric!r}; "
+            "pass the same gate_metric to evaluate_model and register_model"
+        )
+    return ChampionComparison(
+        version, status, metrics.get(f"champion_{gate_metric}"), BootstrapCI(**comparison)
+    )
+
+
+def _serving_check(model_name: str, version: str) -> Check:
+    try:
+        predictions = serving_check(model_name, version)
+    except PystockError as exc:
+        logger.warning("%s", exc)
+        return Check("serving", False, str(exc))
+    return Check(
+        "serving",
+        True,
+        f"models:/{model_name}/{version} loaded and predicted {len(predictions)} rows",
+        {"rows": len(predictions)},
+    )
+
+
+def _compare_and_set_champion(
+    client: MlflowClient, model_name: str, version: str, champion: ChampionComparison, decision: GateDecision
+) -> GateDecision:
+    """Point ``champion`` at ``version`` only if it still points where the gate compared.
+
+    The registry has no atomic compare-and-set on aliases; re-reading right before the write
+    narrows the race to milliseconds, and scheduling keeps pipelines of one model from
+    overlapping. A champion that moved meanwhile was never compared with this candidate, so the
+    candidate is rejected with that reason rather than overwriting it blindly.
+    """
+    now = current_champion(model_name)
+    if now != champion.version:
+        moved = Check(
+            "compare_and_set",
+            False,
+            f"champion moved from version {champion.version} to {now} while this run was evaluating; "
+            "not overwritten, re-run to compare against the new champion",
+            {"compared": champion.version, "now": now},
+        )
+        return GateDecision(False, [*decision.checks, moved])
+    client.set_registered_model_alias(model_name, config.ALIAS_CHAMPION, version)
+    return decision
+
+
+def _summary(
+    verdict: str,
+    version: str,
+    model_name: str,
+    gate_metric: str,
+    metrics: dict[str, float],
+    champion: ChampionComparison,
+    decision: GateDecision,
+) -> str:
+    """The one line a person reads: verdict, the gate metric against champion, the CI, why."""
+    value = metrics[gate_metric]
+    if champion.ci is not None:
+        numbers = (
+            f"{gate_metric} {value:.3f} vs champion {champion.value:.3f}, "
+            f"diff CI [{champion.ci.low:+.3f}, {champion.ci.high:+.3f}]"
+        )
+    else:
+        baseline = metrics[f"baseline_{gate_metric}"]
+        numbers = f"{gate_metric} {value:.3f} vs baseline {baseline:.3f}, champion: {champion.status}"
+    line = f"{verdict} {model_name} version {version} ({numbers})"
+    if not decision.promote:
+        kept = f"champion stays version {champion.version}" if champion.version else "no champion"
+        line += f": {'; '.join(decision.reasons)}; {kept}"
+    return line
 
 
 def _get_run(client: MlflowClient, run_id: str, what: str) -> Run:

@@ -163,12 +163,37 @@ def test_failed_first_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.M
 
 def test_extra_columns_are_allowed(tmp_path: Path) -> None:
     path = tmp_path / "predictions.csv"
-    path.write_text("y_test,y_pred,y_proba,baseline_proba,champion_proba\n1,1,0.8,0.5,0.7\n0,0,0.2,0.5,0.1\n")
+    path.write_text("y_test,y_pred,y_proba,baseline_proba,note\n1,1,0.8,0.5,a\n0,0,0.2,0.5,b\n")
 
     frame = read_predictions(path)
 
     assert frame["y_proba"].tolist() == [0.8, 0.2]
-    assert "champion_proba" in frame.columns
+    assert "note" in frame.columns
+
+
+def test_champion_columns_round_trip_and_are_checked(tmp_path: Path) -> None:
+    path = write_predictions(
+        tmp_path / "p.csv",
+        np.array([1, 0]),
+        np.array([0.8, 0.2]),
+        0.5,
+        0.5,
+        champion_proba=np.array([0.4, 0.7]),
+    )
+    frame = read_predictions(path)
+    assert frame["champion_proba"].tolist() == [0.4, 0.7]
+    assert frame["champion_pred"].tolist() == [0, 1]  # at the same threshold as y_pred
+
+    lone = tmp_path / "lone.csv"
+    lone.write_text("y_test,y_pred,y_proba,baseline_proba,champion_proba\n1,1,0.8,0.5,0.7\n0,0,0.2,0.5,0.1\n")
+    with pytest.raises(DataError, match="champion_proba without champion_pred"):
+        read_predictions(lone)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "y_test,y_pred,y_proba,baseline_proba,champion_proba,champion_pred\n1,1,0.8,0.5,1.7,1\n0,0,0.2,0.5,0.1,0\n"
+    )
+    with pytest.raises(DataError, match="champion_proba must hold probabilities"):
+        read_predictions(bad)
 
 
 HEADER = "y_test,y_pred,y_proba,baseline_proba\n"

@@ -14,6 +14,14 @@ from pystock_training.steps import evaluate_model, register_model, serving_check
 from tests.conftest import signal_frame
 
 
+def run_named(name: str) -> str:
+    """The id of the newest run with this name."""
+    runs = MlflowClient().search_runs(
+        ["0"], filter_string=f"tags.`mlflow.runName` = '{name}'", order_by=["attributes.start_time DESC"]
+    )
+    return runs[0].info.run_id
+
+
 def only_run(client: MlflowClient):
     runs = client.search_runs(["0"])
     assert len(runs) == 1
@@ -27,6 +35,7 @@ def test_parquet_trains_evaluates_and_registers(tmp_path, tracking_uri) -> None:
 
     trained = train_model(data_file=data_file, predictions_file=predictions_file, num_boost_round=50)
     frame = pd.read_csv(predictions_file)
+    # No champion yet: no champion columns.
     assert list(frame.columns) == ["y_test", "y_pred", "y_proba", "baseline_proba"]
     assert len(frame) == 165  # ceil(0.33 * 500), the last rows in file order
     labels = signal_frame(n_rows=500).iloc[-165:, -1].to_numpy()
@@ -34,16 +43,24 @@ def test_parquet_trains_evaluates_and_registers(tmp_path, tracking_uri) -> None:
 
     metrics = evaluate_model(predictions_file=predictions_file)
     assert metrics["roc_auc"] > 0.8 > metrics["baseline_roc_auc"]
+    assert not any(name.startswith("champion_") for name in metrics)
 
-    evaluate_run = MlflowClient().search_runs(
-        ["0"], filter_string="tags.`mlflow.runName` = 'evaluate_model'"
-    )[0]
-    version = register_model(train_run_id=trained.run_id, evaluate_run_id=evaluate_run.info.run_id)
+    result = register_model(train_run_id=trained.run_id, evaluate_run_id=run_named("evaluate_model"))
+    assert result.promoted
+    version = result.version
     assert str(version.version) == "1"
-    assert config.ALIAS_CHAMPION in version.aliases
+    assert {config.ALIAS_CHAMPION, config.ALIAS_CHALLENGER} <= set(version.aliases)
     assert version.tags[config.TAG_DATA_DIGEST] == trained.data_digest
-    statuses = {run.info.status for run in MlflowClient().search_runs(["0"])}
-    assert statuses == {"FINISHED"}
+    assert version.tags[config.TAG_DECISION] == "promoted"
+    assert {run.info.status for run in MlflowClient().search_runs(["0"])} == {"FINISHED"}
+
+    # A second model on the same rows is compared with champion version 1, which travels in the CSV.
+    train_model(data_file=data_file, predictions_file=predictions_file, num_boost_round=50, random_state=1)
+    frame = pd.read_csv(predictions_file)
+    assert list(frame.columns[4:]) == ["champion_proba", "champion_pred"]
+    metrics = evaluate_model(predictions_file=predictions_file)
+    assert metrics["champion_roc_auc"] == pytest.approx(metrics["roc_auc"], abs=0.05)
+    assert metrics["diff_roc_auc_ci_low"] <= metrics["diff_roc_auc"] <= metrics["diff_roc_auc_ci_high"]
 
 
 def test_bad_parameters_fail_the_run_with_the_reason(tmp_path, tracking_uri, signal_csv) -> None:
@@ -64,7 +81,7 @@ def test_missing_predictions_fail_evaluate(tmp_path, tracking_uri) -> None:
 
 def test_unknown_train_run_registers_nothing(tracking_uri) -> None:
     with pytest.raises(PystockError, match="no such run"):
-        register_model(train_run_id="0123456789abcdef0123456789abcdef")
+        register_model(train_run_id="0123456789abcdef0123456789abcdef", evaluate_run_id="x")
     assert MlflowClient().search_registered_models() == []
     assert only_run(MlflowClient()).info.status == "FAILED"
 
@@ -72,24 +89,57 @@ def test_unknown_train_run_registers_nothing(tracking_uri) -> None:
 class NanModel(mlflow.pyfunc.PythonModel):
     """A model that loads fine but predicts garbage."""
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
         return np.full(len(model_input), np.nan)
 
 
-def test_a_version_that_fails_the_serving_check_is_never_champion(tracking_uri) -> None:
-    example = pd.DataFrame(np.zeros((3, 14), dtype=np.float32), columns=[f"f{i}" for i in range(14)])
-    with mlflow.start_run() as run:
+def test_a_version_that_fails_the_serving_check_is_never_champion(tmp_path, tracking_uri, signal_csv) -> None:
+    predictions = tmp_path / "p.csv"
+    train_model(data_file=signal_csv, predictions_file=predictions, model_name="broken", num_boost_round=20)
+    evaluate_model(predictions_file=predictions)
+    # Register, in place of the trained booster, a model that loads but predicts NaN.
+    example = pd.DataFrame(np.zeros((3, 14)), columns=[f"f{i}" for i in range(14)])
+    with mlflow.start_run(run_name="nan-model") as run:
         info = mlflow.pyfunc.log_model(name="model", python_model=NanModel(), input_example=example)
         mlflow.set_tag(config.TAG_MODEL_URI, info.model_uri)
 
-    with pytest.raises(PystockError, match="serving check failed"):
-        register_model(train_run_id=run.info.run_id, model_name="broken")
-    client = MlflowClient()
-    version = client.get_model_version("broken", "1")
-    assert version.aliases == []
+    result = register_model(
+        train_run_id=run.info.run_id, evaluate_run_id=run_named("evaluate_model"), model_name="broken"
+    )
+    assert not result.promoted
+    assert [check.name for check in result.decision.checks if not check.passed] == ["serving"]
+    version = MlflowClient().get_model_version("broken", "1")
+    assert version.aliases == [config.ALIAS_CHALLENGER]
     assert version.tags["pystock.serving_check"] == "failed"
-    register_run = client.search_runs(["0"], filter_string="tags.`mlflow.runName` = 'register_model'")[0]
-    assert register_run.info.status == "FAILED"
+    assert version.tags[config.TAG_DECISION] == "rejected"
+    assert MlflowClient().get_run(run_named("register_model")).info.status == "FINISHED"
+
+
+def test_champion_moved_meanwhile_is_not_overwritten(tmp_path, tracking_uri, signal_csv) -> None:
+    predictions = tmp_path / "p.csv"
+
+    def train_and_evaluate(seed: int) -> tuple[str, str]:
+        trained = train_model(
+            data_file=signal_csv, predictions_file=predictions, num_boost_round=20, random_state=seed
+        )
+        evaluate_model(predictions_file=predictions)
+        return trained.run_id, run_named("evaluate_model")
+
+    train_id, evaluate_id = train_and_evaluate(0)
+    assert register_model(train_run_id=train_id, evaluate_run_id=evaluate_id).promoted
+    train_id, evaluate_id = train_and_evaluate(1)  # compared against champion version 1
+    # Meanwhile another pipeline registers version 2 and makes it champion.
+    model_uri = MlflowClient().get_run(train_id).data.tags[config.TAG_MODEL_URI]
+    other = mlflow.register_model(model_uri, config.MODEL_NAME)
+    MlflowClient().set_registered_model_alias(config.MODEL_NAME, config.ALIAS_CHAMPION, str(other.version))
+
+    result = register_model(train_run_id=train_id, evaluate_run_id=evaluate_id)
+    assert not result.promoted
+    assert "champion moved from version 1 to 2" in " ".join(result.decision.reasons)
+    champion = MlflowClient().get_model_version_by_alias(config.MODEL_NAME, config.ALIAS_CHAMPION)
+    assert str(champion.version) == "2"
+    assert str(result.version.version) == "3"
+    assert config.ALIAS_CHALLENGER in result.version.aliases
 
 
 def test_serving_check_accepts_a_real_model(tracking_uri, signal_csv, tmp_path) -> None:
