@@ -148,3 +148,28 @@ def test_serving_check_accepts_a_real_model(tracking_uri, signal_csv, tmp_path) 
     proba = serving_check("checked", version.version)
     assert proba.shape == (config.EXAMPLE_ROWS,)
     assert np.all((proba > 0) & (proba < 1))
+
+
+def test_a_champion_with_other_inputs_is_skipped_and_the_record_says_why(tmp_path, tracking_uri) -> None:
+    # Champion version 1 was trained on 5 features; the new data has 14.
+    narrow = tmp_path / "narrow.csv"
+    signal_frame(n_rows=300).iloc[:, 9:].to_csv(narrow, header=False, index=False)
+    predictions = tmp_path / "p.csv"
+    trained = train_model(data_file=narrow, predictions_file=predictions, num_boost_round=10)
+    evaluate_model(predictions_file=predictions)
+    assert register_model(train_run_id=trained.run_id, evaluate_run_id=run_named("evaluate_model")).promoted
+
+    wide = tmp_path / "wide.csv"
+    signal_frame(n_rows=300, seed=1).to_csv(wide, header=False, index=False)
+    trained = train_model(data_file=wide, predictions_file=predictions, num_boost_round=10)
+    tags = MlflowClient().get_run(trained.run_id).data.tags
+    assert tags[config.TAG_CHAMPION_VERSION] == "1"
+    assert tags[config.TAG_CHAMPION_STATUS].startswith(
+        "incompatible: its inputs are ['f0', 'f1', 'f2', 'f3']"
+    )
+    assert "champion_proba" not in pd.read_csv(predictions).columns
+    evaluate_model(predictions_file=predictions)
+    result = register_model(train_run_id=trained.run_id, evaluate_run_id=run_named("evaluate_model"))
+    champion_check = next(check for check in result.decision.checks if check.name == "champion")
+    assert champion_check.passed and "incompatible" in champion_check.detail
+    assert result.promoted
