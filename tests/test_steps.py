@@ -165,7 +165,7 @@ def test_a_champion_with_other_inputs_is_skipped_and_the_record_says_why(tmp_pat
     tags = MlflowClient().get_run(trained.run_id).data.tags
     assert tags[config.TAG_CHAMPION_VERSION] == "1"
     assert tags[config.TAG_CHAMPION_STATUS].startswith(
-        "incompatible: its inputs are ['f0', 'f1', 'f2', 'f3']"
+        "incompatible: its inputs are ['f0', 'f1', 'f2', 'f3', 'f4'], the data has"
     )
     assert "champion_proba" not in pd.read_csv(predictions).columns
     evaluate_model(predictions_file=predictions)
