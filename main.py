@@ -18,6 +18,20 @@ from pystock_training.pipeline import PipelineParams, run_pipeline
     show_default=True,
     help="Exit non-zero when the gate rejects the model (for CI gates).",
 )
+@click.option(
+    "--force",
+    type=bool,
+    default=config.FORCE,
+    show_default=True,
+    help="Train even when a finished run already has this run key.",
+)
+@click.option(
+    "--reap-after-hours",
+    type=float,
+    default=config.REAP_AFTER_HOURS,
+    show_default=True,
+    help="Mark the pipeline's runs still RUNNING after this long FAILED (orphans of a kill -9).",
+)
 def main(**params: object) -> None:
     """Train, evaluate and register the pyStock classifier; promote it if it passes the gate."""
     configure_logging()

@@ -12,6 +12,7 @@ import click
 
 from pystock_training import config
 from pystock_training.errors import PystockError
+from pystock_training.tracking import raise_on_sigterm
 
 logger = logging.getLogger("pystock_training")
 
@@ -19,6 +20,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+# 128 + SIGTERM, what a shell reports for a process killed by it.
+EXIT_TERMINATED = 143
 
 # Options shared by main and train_model, with the defaults from config (one place). Types are
 # plain: range checks live in the package (steps.check_train_params), so a bad value fails the
@@ -100,8 +103,11 @@ def run_cli(step: str, func: Callable[..., Any], **kwargs: Any) -> Any:
     anything else is a bug, so its traceback is logged too, but the last line still says what
     failed.
     """
+    raise_on_sigterm()
     try:
         return func(**kwargs)
+    except KeyboardInterrupt as exc:
+        _fail(step, str(exc) or "interrupted", EXIT_TERMINATED)
     except PystockError as exc:
         _fail(step, str(exc), EXIT_ERROR)
     except Exception as exc:

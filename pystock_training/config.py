@@ -30,6 +30,9 @@ GATE_METRIC: Final = "roc_auc"
 MIN_SCORE: Final = 0.5
 MAX_REGRESSION: Final = 0.01
 FAIL_ON_REJECT: Final = False
+# Scheduling: retrain although the run key says nothing changed; reap RUNNING runs older than this.
+FORCE: Final = False
+REAP_AFTER_HOURS: Final = 6.0
 
 # Share of the training part held out, at its end in time order, to pick the number of rounds.
 VALIDATION_FRACTION: Final = 0.2
@@ -56,6 +59,8 @@ TAG_CHAMPION_STATUS: Final = "pystock.champion_status"
 TAG_REASONS: Final = "pystock.reasons"
 TAG_SERVING_CHECK: Final = "pystock.serving_check"
 TAG_SUMMARY: Final = "pystock.summary"
+TAG_RUN_KEY: Final = "pystock.run_key"
+TAG_SKIPPED_FOR: Final = "pystock.skipped_for"
 DECISION_ARTIFACT: Final = "decision.json"
 
 ALIAS_CHAMPION: Final = "champion"

@@ -21,6 +21,7 @@ from pystock_training.model import TrainParams
 from pystock_training.provenance import PROJECT_ROOT
 from pystock_training.steps import check_train_params, default_predictions_file
 from pystock_training.tracking import log_missing_params, step_run
+from pystock_training.trigger import compute_run_key, previous_run, reap_orphans
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class PipelineParams:
     min_score: float = config.MIN_SCORE
     max_regression: float = config.MAX_REGRESSION
     fail_on_reject: bool = config.FAIL_ON_REJECT
+    force: bool = config.FORCE
+    reap_after_hours: float = config.REAP_AFTER_HOURS
 
     def train_params(self) -> dict[str, object]:
         """The parameters train_model takes, by name."""
@@ -137,12 +140,28 @@ def run_pipeline(
             check_gate_metric(params.gate_metric)
         except ValueError as exc:
             raise PystockError(f"invalid parameters: {exc}") from exc
+        if params.reap_after_hours < 0:
+            raise PystockError(
+                f"invalid parameters: reap_after_hours must be >= 0, got {params.reap_after_hours}"
+            )
         data_file = Path(params.data_file).expanduser()
         if not data_file.exists():
             relative = (
                 "" if data_file.is_absolute() else " (relative paths resolve against the project directory)"
             )
             raise DataError(data_file.resolve(), f"no such file{relative}")
+        if not data_file.is_file():
+            raise DataError(data_file.resolve(), "is not a regular file (a directory?)")
+
+        reap_orphans(run.info.experiment_id, params.reap_after_hours, exclude_run_id=run.info.run_id)
+        key = compute_run_key(data_file, params.train_params())
+        mlflow.set_tag(config.TAG_RUN_KEY, key)
+        previous = previous_run(run.info.experiment_id, key, exclude_run_id=run.info.run_id)
+        if previous is not None and not params.force:
+            return _skip(run, previous, key, started)
+        if previous is not None:
+            logger.info("force: retraining although run %s has the same run key", previous.info.run_id)
+
         predictions_file = default_predictions_file(run.info.run_id)
         common = {
             "experiment_id": run.info.experiment_id,
@@ -212,6 +231,35 @@ def run_pipeline(
     else:
         logger.info("%s", summary)
     return result
+
+
+def _skip(run: Run, previous: Run, key: str, started: float) -> PipelineResult:
+    """End this run as ``skipped``, pointing at the run that already trained this key."""
+    version = previous.data.tags.get(config.TAG_MODEL_VERSION, "")
+    summary = (
+        f"skipped: nothing new (run key {key[:12]}); run {previous.info.run_id} already trained it "
+        f"(version {version}, {previous.data.tags.get(config.TAG_DECISION)}); -P force=true retrains "
+        f"in {time.monotonic() - started:.1f}s"
+    )
+    mlflow.set_tags(
+        {
+            config.TAG_DECISION: "skipped",
+            config.TAG_SKIPPED_FOR: previous.info.run_id,
+            config.TAG_MODEL_VERSION: version,
+            config.TAG_SUMMARY: summary,
+        }
+    )
+    logger.info("%s", summary)
+    return PipelineResult(
+        run_id=run.info.run_id,
+        train_run_id="",
+        evaluate_run_id="",
+        register_run_id="",
+        model_version=version,
+        decision="skipped",
+        metrics={},
+        summary=summary,
+    )
 
 
 def _run_step(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -31,9 +32,33 @@ def step_run(name: str) -> Iterator[Run]:
             reason = str(exc) or type(exc).__name__
             try:
                 mlflow.set_tag(config.TAG_ERROR, reason[:5000])
+                if isinstance(exc, KeyboardInterrupt):
+                    # Stopped from outside (SIGTERM, Ctrl-C), not broken: say so.
+                    mlflow.end_run("KILLED")
             except Exception:  # noqa: BLE001 - the original error matters more than the tag
                 logger.warning("could not record the error on run %s", active.info.run_id)
             raise
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM.
+
+    A KeyboardInterrupt, because that is what ``mlflow.projects`` handles while it waits for a
+    child step: it terminates the child and ends its run, instead of leaving both running.
+    """
+
+
+def raise_on_sigterm() -> None:
+    """Turn SIGTERM (cron timeouts, ``docker stop``, Kubernetes) into ``Terminated``.
+
+    Python's default for SIGTERM is to die on the spot, which leaves the run RUNNING forever.
+    Called from the scripts' ``__main__`` path only, never on import.
+    """
+
+    def handler(signum: int, _frame: object) -> None:
+        raise Terminated(f"terminated by {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def log_missing_params(run: Run, params: Mapping[str, object]) -> None:

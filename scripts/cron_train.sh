@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The one command a crontab line calls: train on DATA_FILE if it is new, never twice, never
+# overlapping.
+#
+#   scripts/cron_train.sh [DATA_FILE]      (default: data/training/data.csv of this project)
+#
+# - Works from any working directory; honours MLFLOW_TRACKING_URI (unset: the project's own
+#   sqlite:///<project>/mlflow.db, absolute, so cron's $HOME working directory does not matter).
+# - Runs under `flock -n`: a tick while another is running exits 0 with "already running".
+# - Checks the run key first without creating a run: a tick with nothing new exits 0 and leaves
+#   the tracking store untouched.
+# - Timestamped lines on stdout; exit 0 when there was nothing to do or the pipeline did its job
+#   (promoted or rejected), non-zero only on a real failure, which cron mails.
+# Environment: PYSTOCK_PYTHON (default <project>/.venv/bin/python), PYSTOCK_LOCK_FILE.
+set -uo pipefail
+
+project=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+python=${PYSTOCK_PYTHON:-$project/.venv/bin/python}
+export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-sqlite:///$project/mlflow.db}
+
+log() { printf '%s cron_train: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*"; }
+stamp() { while IFS= read -r line; do printf '%s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$line"; done; }
+
+data_file=${1:-$project/data/training/data.csv}
+case $data_file in /*) ;; *) data_file=$PWD/$data_file ;; esac
+
+if [ ! -x "$python" ]; then
+  log "ERROR: $python not found; run 'make venv' in $project or set PYSTOCK_PYTHON"
+  exit 1
+fi
+
+# One lock per tracking store and model: ticks for other stores do not block each other.
+lock_id=$(printf '%s' "$MLFLOW_TRACKING_URI" | sha256sum | cut -c1-12)
+lock_file=${PYSTOCK_LOCK_FILE:-${TMPDIR:-/tmp}/pystock-training-$lock_id.lock}
+exec 9>"$lock_file"
+if ! flock -n 9; then
+  log "already running (lock $lock_file is held); nothing to do"
+  exit 0
+fi
+
+cd "$project" || exit 1
+# The pre-check reads the store and creates nothing: exit 0 = trained already, 10 = new.
+"$python" -m pystock_training.trigger --data-file "$data_file" 2>&1 | stamp
+status=${PIPESTATUS[0]}
+case $status in
+  0) exit 0 ;;
+  10) ;;
+  *) log "ERROR: the run-key check failed (exit $status)"; exit "$status" ;;
+esac
+
+log "training on $data_file against $MLFLOW_TRACKING_URI"
+# The pipeline runs in its own process group; a TERM to this script is passed on to all of it,
+# so every step ends its run instead of being orphaned RUNNING.
+set -m
+PATH="$(dirname "$python"):$PATH" "$python" -m mlflow run "$project" --env-manager local \
+  -P data_file="$data_file" > >(stamp) 2>&1 &
+pipeline=$!
+trap 'log "terminated; stopping the pipeline"; kill -TERM -- -"$pipeline" 2>/dev/null' TERM INT
+wait "$pipeline"
+status=$?
+if [ "$status" -ne 0 ]; then
+  # wait returns early when a trapped signal arrives; let the pipeline finish ending its runs.
+  wait "$pipeline" 2>/dev/null
+  log "ERROR: pipeline failed (exit $status)"
+fi
+exit "$status"

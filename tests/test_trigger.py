@@ -1,0 +1,69 @@
+"""The run key and the code fingerprint, on real files."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pystock_training import config
+from pystock_training.pipeline import PipelineParams
+from pystock_training.provenance import code_fingerprint, source_digest
+from pystock_training.trigger import compute_run_key, run_key
+from tests.conftest import PROJECT_ROOT
+
+PARAMS = PipelineParams().train_params()
+
+
+def test_same_inputs_same_key_and_each_input_matters() -> None:
+    base = run_key("d" * 64, "abc", PARAMS)
+    assert run_key("d" * 64, "abc", dict(PARAMS)) == base
+    assert run_key("e" * 64, "abc", PARAMS) != base
+    assert run_key("d" * 64, "abd", PARAMS) != base
+    for name, value in {"max_depth": 4, "split": "random", "model_name": "other", "test_size": 0.2}.items():
+        assert run_key("d" * 64, "abc", PARAMS | {name: value}) != base, name
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        PipelineParams(fail_on_reject=True),
+        PipelineParams(force=True),
+        PipelineParams(reap_after_hours=0.5),
+        PipelineParams(min_score=0.6, max_regression=0.05, gate_metric="log_loss"),
+        PipelineParams(threshold=0.4),
+    ],
+)
+def test_what_cannot_change_the_model_stays_out_of_the_key(params: PipelineParams) -> None:
+    assert run_key("d" * 64, "abc", params.train_params()) == run_key("d" * 64, "abc", PARAMS)
+
+
+def test_content_not_name_or_mtime(tmp_path: Path) -> None:
+    original = PROJECT_ROOT / config.DATA_FILE
+    copy = tmp_path / "renamed.csv"
+    shutil.copyfile(original, copy)  # same bytes, new name, new mtime
+    assert compute_run_key(copy, PARAMS) == compute_run_key(original, PARAMS)
+    lines = copy.read_text().splitlines()
+    lines[100] = lines[100][:-1] + ("0" if lines[100].endswith("1") else "1")
+    copy.write_text("\n".join(lines) + "\n")
+    assert compute_run_key(copy, PARAMS) != compute_run_key(original, PARAMS)
+
+
+def copy_project(target: Path) -> Path:
+    shutil.copytree(
+        PROJECT_ROOT, target, ignore=shutil.ignore_patterns(".git", ".venv", "*.db", "__pycache__", "tests")
+    )
+    return target
+
+
+def test_a_copy_without_git_is_fingerprinted_by_its_sources(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "project")
+    fingerprint = code_fingerprint(project)
+    assert fingerprint == f"sources:{source_digest(project)}"
+    # Docs do not change the model; code does.
+    (project / "README.md").write_text("edited")
+    assert code_fingerprint(project) == fingerprint
+    step = project / "pystock_training" / "model.py"
+    step.write_text(step.read_text() + "\n# edited\n")
+    assert code_fingerprint(project) != fingerprint
