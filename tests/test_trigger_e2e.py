@@ -74,11 +74,14 @@ def test_same_data_trains_once_and_a_changed_row_trains_again(tmp_path, tracking
 
 
 def cron(tmp_path: Path, tracking_uri: str, data: Path) -> subprocess.Popen[str]:
-    env = subprocess_env(tracking_uri) | {
+    # cron's bare environment and an unrelated working directory.
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "MLFLOW_TRACKING_URI": tracking_uri,
         "PYSTOCK_PYTHON": sys.executable,
         "PYSTOCK_LOCK_FILE": str(tmp_path / "cron.lock"),
     }
-    # From an unrelated working directory, as cron would.
     return subprocess.Popen(
         [str(CRON), str(data)], cwd="/", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
