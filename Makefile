@@ -8,7 +8,7 @@ ARGS ?=
 
 .PHONY: venv train test lint format ui data clean
 
-$(BIN)/.installed: requirements.lock requirements-dev.txt
+$(BIN)/.installed: requirements.lock requirements-server.txt requirements-dev.txt
 	command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -23,9 +23,10 @@ train: venv ## run the whole pipeline on the shipped data (ARGS="-P split=random
 test: venv lint ## lint, then every test (the slow end-to-end ones included)
 	$(BIN)/pytest $(ARGS)
 
-lint: venv ## ruff lint and format check
+lint: venv ## ruff lint and format check, hadolint on the Dockerfile
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
 
 format: venv ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

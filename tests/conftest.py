@@ -19,6 +19,8 @@ def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """An absolute sqlite URI in tmp_path, set for this process and any subprocess."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # A new store puts its default artifact root at ./mlruns of whoever creates it: keep it here.
+    monkeypatch.chdir(tmp_path)
     # A stray MLFLOW_RUN_ID would make the steps resume someone else's run.
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)

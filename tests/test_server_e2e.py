@@ -1,0 +1,250 @@
+"""The production path: a PostgreSQL-backed `mlflow server` with served artifacts, for real.
+
+The pipeline runs through the training image's own command (scripts/docker_entrypoint.sh), run
+outside Docker with the same environment variables: this machine has no Docker engine, so that
+stands in for `docker run`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+import yaml
+from mlflow import MlflowClient
+
+from pystock_training import config
+from tests.conftest import PROJECT_ROOT, signal_frame, subprocess_env
+from tests.servers import MlflowServer, free_port, postgres_cluster
+
+pytestmark = pytest.mark.slow
+
+ENTRYPOINT = PROJECT_ROOT / "scripts" / "docker_entrypoint.sh"
+SECRET = "s3cret-Tr4cking-Passw0rd"
+
+
+@pytest.fixture(scope="module")
+def backend():
+    with postgres_cluster() as uri:
+        yield uri
+
+
+@pytest.fixture(scope="module")
+def server(backend, tmp_path_factory):
+    base = tmp_path_factory.mktemp("mlflow-server")
+    server = MlflowServer(backend, base / "artifacts", base / "server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+def image_command(cwd: Path, uri: str, *args: str, timeout: float = 600, **extra: str):
+    """The image's command with the environment `docker run -e ...` would give it."""
+    env = (
+        subprocess_env(uri)
+        | {
+            "MLFLOW_TRACKING_USERNAME": "pystock",
+            "MLFLOW_TRACKING_PASSWORD": SECRET,
+        }
+        | extra
+    )
+    return subprocess.run(
+        [str(ENTRYPOINT), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_pipeline_against_the_server_registers_a_champion_that_loads(server, tmp_path, monkeypatch) -> None:
+    started = time.monotonic()
+    result = image_command(tmp_path, server.uri)
+    wall = time.monotonic() - started
+    assert result.returncode == 0, result.stderr[-3000:]
+    print(f"pipeline against the PostgreSQL-backed server: {wall:.1f}s wall")  # noqa: T201 - for the note
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    client = MlflowClient(server.uri)
+    runs = client.search_runs(["0"], max_results=100)
+    assert {run.info.status for run in runs} == {"FINISHED"} and len(runs) == 4
+    champion = client.get_model_version_by_alias(config.MODEL_NAME, config.ALIAS_CHAMPION)
+    model = mlflow.pyfunc.load_model(f"models:/{config.MODEL_NAME}@{config.ALIAS_CHAMPION}")
+    rows = pd.read_csv(PROJECT_ROOT / config.DATA_FILE, header=None).iloc[:20, :-1]
+    rows.columns = [f"f{i}" for i in range(14)]
+    proba = np.asarray(model.predict(rows))
+    assert proba.shape == (20,) and np.all((proba > 0) & (proba < 1))
+    assert str(champion.version) == "1"
+
+    # The credentials reached MLflow only through its own variables: nowhere in what was logged.
+    assert SECRET not in result.stdout + result.stderr
+    for run in runs:
+        assert SECRET not in repr(run.data.params) + repr(run.data.tags)
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, dst_path=str(tmp_path / run.info.run_id)
+        )
+        for path in Path(local).rglob("*"):
+            if path.is_file():
+                assert SECRET.encode() not in path.read_bytes(), path
+    assert SECRET not in repr(champion.tags)
+
+
+def test_the_champion_answers_invocations_from_mlflow_models_serve(server, tmp_path) -> None:
+    port = free_port()
+    env = subprocess_env(server.uri)
+    serve = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            f"models:/{config.MODEL_NAME}@{config.ALIAS_CHAMPION}",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert serve.poll() is None, serve.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "mlflow models serve did not come up"
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        rows = signal_frame(7, seed=9).iloc[:, :-1]
+        body = {
+            "dataframe_split": {"columns": [f"f{i}" for i in range(14)], "data": rows.to_numpy().tolist()}
+        }
+        response = requests.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        predictions = np.asarray(response.json()["predictions"], dtype=float)
+        assert predictions.shape == (7,)
+        assert np.all((predictions > 0) & (predictions < 1))
+    finally:
+        os.killpg(serve.pid, signal.SIGTERM)
+        serve.wait(timeout=30)
+
+
+def test_an_unreachable_server_fails_fast_with_one_line_naming_it(tmp_path) -> None:
+    uri = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    result = image_command(tmp_path, uri, timeout=120, PYSTOCK_PREFLIGHT_TIMEOUT="5")
+    assert result.returncode != 0
+    assert time.monotonic() - started < 60
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and uri in errors[0] and "unreachable" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_image_refuses_to_start_without_a_tracking_uri(tmp_path) -> None:
+    env = {key: value for key, value in subprocess_env("unused").items() if key != "MLFLOW_TRACKING_URI"}
+    result = subprocess.run(
+        [str(ENTRYPOINT)], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode != 0
+    assert "MLFLOW_TRACKING_URI is not set" in result.stderr
+
+
+def test_server_killed_during_training_fails_cleanly_and_the_next_run_recovers(backend, tmp_path) -> None:
+    # A server of its own (same database), so the kill does not disturb the other tests.
+    server = MlflowServer(backend, tmp_path / "artifacts", tmp_path / "server.log")
+    server.start()
+    data = tmp_path / "big.csv"
+    signal_frame(60_000, seed=5).to_csv(data, header=False, index=False)
+    env = subprocess_env(server.uri) | {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    }
+    pipeline = subprocess.Popen(
+        [
+            str(ENTRYPOINT),
+            "-P",
+            f"data_file={data}",
+            "-P",
+            "early_stopping_rounds=0",
+            "-P",
+            "num_boost_round=3000",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        client = MlflowClient(server.uri)
+        experiment_ids = [e.experiment_id for e in client.search_experiments()]
+        deadline = time.monotonic() + 120
+        while not client.search_runs(
+            experiment_ids,
+            "tags.`mlflow.project.entryPoint` = 'train_model' and attributes.status = 'RUNNING'",
+        ):
+            assert time.monotonic() < deadline, "train_model never started"
+            time.sleep(0.3)
+        time.sleep(1)
+        server.stop(signal.SIGKILL)
+        output = pipeline.communicate(timeout=400)[0]
+        assert pipeline.returncode != 0, output[-3000:]
+    finally:
+        if pipeline.poll() is None:
+            os.killpg(pipeline.pid, signal.SIGKILL)
+        server.stop(signal.SIGKILL)
+
+    server.start()
+    try:
+        small = tmp_path / "small.csv"
+        signal_frame(300, seed=6).to_csv(small, header=False, index=False)
+        result = image_command(tmp_path, server.uri, "-P", f"data_file={small}", "-P", "reap_after_hours=0")
+        assert result.returncode == 0, result.stderr[-3000:]
+        client = MlflowClient(server.uri)
+        statuses = [run.info.status for run in client.search_runs(experiment_ids, max_results=1000)]
+        assert "RUNNING" not in statuses
+    finally:
+        server.stop()
+
+
+def test_compose_wires_postgres_server_and_trainer() -> None:
+    compose = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"postgres", "mlflow", "trainer"}
+    assert services["mlflow"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["trainer"]["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    assert all("healthcheck" in services[name] for name in ("postgres", "mlflow"))
+    server_env = services["mlflow"]["environment"]
+    assert server_env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")
+    assert "mlflow" in server_env["MLFLOW_ALLOWED_HOSTS"].split(",")
+    assert services["trainer"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert (
+        services["mlflow"]["build"]["target"] == "server"
+        and services["trainer"]["build"]["target"] == "trainer"
+    )
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["/app/scripts/docker_entrypoint.sh"]' in dockerfile
+    assert (
+        "mlflow run . --env-manager local" in (PROJECT_ROOT / "scripts" / "docker_entrypoint.sh").read_text()
+    )
