@@ -11,7 +11,7 @@ from pystock_training.steps import register_model
 @click.option("--train-run-id", required=True, help="The train_model run whose model to register.")
 @click.option("--model-name", default=config.MODEL_NAME, show_default=True)
 @click.option("--model-uri", default="", help="Empty: the model the train run logged.")
-@click.option("--evaluate-run-id", default="", help="The evaluate_model run whose metrics the gate reads.")
+@click.option("--evaluate-run-id", required=True, help="The evaluate_model run whose metrics the gate reads.")
 @gate_options
 def main(**params: object) -> None:
     """Register the model as `challenger`; move `champion` to it only if it passes the gate."""

@@ -56,6 +56,15 @@ def check_gate_metric(metric: str) -> None:
         raise ValueError(f"unknown gate_metric {metric!r}; expected one of {', '.join(METRIC_NAMES)}")
 
 
+def check_gate_params(params: GateParams) -> None:
+    """Raise ValueError for gate parameters that would make every verdict meaningless."""
+    check_gate_metric(params.gate_metric)
+    if not math.isfinite(params.min_score):
+        raise ValueError(f"min_score must be a finite number, got {params.min_score}")
+    if not (math.isfinite(params.max_regression) and params.max_regression >= 0):
+        raise ValueError(f"max_regression must be a finite number >= 0, got {params.max_regression}")
+
+
 def _fast_roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
     # The Mann-Whitney form of ROC AUC (ties averaged), equal to sklearn's roc_auc_score
     # (tests/test_gate.py checks) at a fraction of its per-call overhead, which dominates

@@ -16,10 +16,10 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_PROJECT_ENTRY_
 
 from pystock_training import config
 from pystock_training.errors import DataError, PystockError
-from pystock_training.gate import check_gate_metric
+from pystock_training.gate import GateParams
 from pystock_training.model import TrainParams
 from pystock_training.provenance import PROJECT_ROOT
-from pystock_training.steps import check_train_params, default_predictions_file
+from pystock_training.steps import check_gate, check_train_params, default_predictions_file
 from pystock_training.tracking import log_missing_params, step_run
 from pystock_training.trigger import compute_run_key, previous_run, reap_orphans
 
@@ -136,10 +136,7 @@ def run_pipeline(
         )
         if not params.model_name.strip():
             raise PystockError("invalid parameters: model_name must not be empty")
-        try:
-            check_gate_metric(params.gate_metric)
-        except ValueError as exc:
-            raise PystockError(f"invalid parameters: {exc}") from exc
+        check_gate(GateParams(**params.gate_params()))
         if params.reap_after_hours < 0:
             raise PystockError(
                 f"invalid parameters: reap_after_hours must be >= 0, got {params.reap_after_hours}"
@@ -150,8 +147,9 @@ def run_pipeline(
                 "" if data_file.is_absolute() else " (relative paths resolve against the project directory)"
             )
             raise DataError(data_file.resolve(), f"no such file{relative}")
-        if not data_file.is_file():
-            raise DataError(data_file.resolve(), "is not a regular file (a directory?)")
+        if data_file.is_dir():
+            # The run key hashes the file before any step reads it.
+            raise DataError(data_file.resolve(), "is a directory, expected a CSV or Parquet file")
 
         reap_orphans(run.info.experiment_id, params.reap_after_hours, exclude_run_id=run.info.run_id)
         key = compute_run_key(data_file, params.train_params())

@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from pystock_training import config
-from pystock_training.champion import current_champion, score_champion
+from pystock_training.champion import Holdout, current_champion, score_champion
 from pystock_training.data import Split, load_dataset, split_rows
 from pystock_training.errors import DataError, PystockError
 from pystock_training.gate import (
@@ -33,7 +33,7 @@ from pystock_training.gate import (
     Check,
     GateDecision,
     GateParams,
-    check_gate_metric,
+    check_gate_params,
     decide,
     paired_bootstrap_ci,
     uses_probabilities,
@@ -157,7 +157,8 @@ def train_model(
         x_test, y_test = features.iloc[parts.test], labels[parts.test]
         y_proba = predict_proba(booster, x_test)
         prior = float(labels[parts.train].mean())
-        champion = score_champion(model_name, x_test)
+        holdout = Holdout(digest, split, test_size, random_state)
+        champion = score_champion(model_name, x_test, holdout)
         mlflow.set_tags(
             {config.TAG_CHAMPION_VERSION: champion.version or "", config.TAG_CHAMPION_STATUS: champion.status}
         )
@@ -257,7 +258,7 @@ def evaluate_model(
     """
     with step_run("evaluate_model") as run:
         log_missing_params(run, {"predictions_file": predictions_file, "gate_metric": gate_metric})
-        _check_gate_metric(gate_metric)
+        check_gate(GateParams(gate_metric, config.MIN_SCORE, config.MAX_REGRESSION))
         frame = read_predictions(predictions_file)
         y_true = frame["y_test"].to_numpy()
         y_pred = frame["y_pred"].to_numpy()
@@ -305,9 +306,14 @@ def evaluate_model(
         return flat
 
 
-def _check_gate_metric(gate_metric: str) -> None:
+def check_gate(params: GateParams) -> None:
+    """The gate's parameters, as a one-line PystockError.
+
+    Raises:
+        PystockError: Unknown metric, or a non-finite or negative threshold.
+    """
     try:
-        check_gate_metric(gate_metric)
+        check_gate_params(params)
     except ValueError as exc:
         raise PystockError(f"invalid parameters: {exc}") from exc
 
@@ -353,12 +359,18 @@ def register_model(
             | {"model_uri": model_uri}
             | asdict(gate),
         )
-        _check_gate_metric(gate_metric)
+        check_gate(gate)
         if not model_name.strip():
             raise PystockError("invalid parameters: model_name must not be empty")
         client = MlflowClient()
         train_run = _get_run(client, train_run_id, "train_run_id")
         metrics = _get_run(client, evaluate_run_id, "evaluate_run_id").data.metrics
+        missing = [name for name in (gate_metric, f"baseline_{gate_metric}") if name not in metrics]
+        if missing:
+            raise PystockError(
+                f"evaluate_run_id {evaluate_run_id} has no {' or '.join(missing)} metric: "
+                "is it the evaluate_model run of this train run?"
+            )
         model_uri = model_uri or train_run.data.tags.get(config.TAG_MODEL_URI, "")
         if not model_uri:
             raise PystockError(f"train run {train_run_id} logged no model (no {config.TAG_MODEL_URI} tag)")
@@ -381,13 +393,12 @@ def register_model(
             raise PystockError(f"cannot register {model_uri} as {model_name}: {exc.message}") from exc
         number = str(version.version)
         mlflow.set_tag(config.TAG_MODEL_VERSION, number)
-        client.set_registered_model_alias(model_name, config.ALIAS_CHALLENGER, number)
 
         serving = _serving_check(model_name, number)
         client.set_model_version_tag(model_name, number, config.TAG_SERVING_CHECK, _passed(serving.passed))
         decision = decide(gate, metrics[gate_metric], metrics[f"baseline_{gate_metric}"], champion, serving)
         if decision.promote:
-            decision = _compare_and_set_champion(client, model_name, number, champion, decision)
+            decision = _check_champion_unmoved(model_name, champion, decision)
 
         verdict = "promoted" if decision.promote else "rejected"
         summary = _summary(verdict, number, model_name, gate_metric, metrics, champion, decision)
@@ -399,6 +410,11 @@ def register_model(
         client.set_model_version_tag(
             model_name, number, config.TAG_REASONS, "; ".join(decision.reasons)[:5000]
         )
+        # Aliases move last: a crash before here leaves a version without aliases, never an
+        # aliased version without its decision. challenger marks the newest trained version.
+        client.set_registered_model_alias(model_name, config.ALIAS_CHALLENGER, number)
+        if decision.promote:
+            client.set_registered_model_alias(model_name, config.ALIAS_CHAMPION, number)
         record = {
             "verdict": verdict,
             "model_name": model_name,
@@ -458,15 +474,15 @@ def _serving_check(model_name: str, version: str) -> Check:
     )
 
 
-def _compare_and_set_champion(
-    client: MlflowClient, model_name: str, version: str, champion: ChampionComparison, decision: GateDecision
+def _check_champion_unmoved(
+    model_name: str, champion: ChampionComparison, decision: GateDecision
 ) -> GateDecision:
-    """Point ``champion`` at ``version`` only if it still points where the gate compared.
+    """The compare half of compare-and-set: reject if ``champion`` moved since the comparison.
 
     The registry has no atomic compare-and-set on aliases; re-reading right before the write
-    narrows the race to milliseconds, and scheduling keeps pipelines of one model from
-    overlapping. A champion that moved meanwhile was never compared with this candidate, so the
-    candidate is rejected with that reason rather than overwriting it blindly.
+    (a few tag writes later) narrows the race to milliseconds, and cron's lock keeps pipelines
+    of one store from overlapping. A champion that moved meanwhile was never compared with this
+    candidate, so the candidate is rejected with that reason rather than overwriting it blindly.
     """
     now = current_champion(model_name)
     if now != champion.version:
@@ -478,7 +494,6 @@ def _compare_and_set_champion(
             {"compared": champion.version, "now": now},
         )
         return GateDecision(False, [*decision.checks, moved])
-    client.set_registered_model_alias(model_name, config.ALIAS_CHAMPION, version)
     return decision
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
@@ -13,6 +15,7 @@ from pystock_training.gate import (
     GateParams,
     _fast_roc_auc,
     better,
+    check_gate_params,
     decide,
     oriented_diff,
     paired_bootstrap_ci,
@@ -198,4 +201,19 @@ def test_within_noise_candidates_get_the_same_verdict_where_a_point_comparison_f
         verdicts.append(decision.promote)
         point_says.append(roc_auc_score(y, candidate_p) > roc_auc_score(y, champion_p))
     assert point_says == [True, False], "the setup must be one a point comparison flips on"
-    assert verdicts[0] == verdicts[1]
+    # Neither is significantly worse: both pass, so the verdict does not hang on the noise.
+    assert verdicts == [True, True]
+
+
+@pytest.mark.parametrize(
+    ("params", "problem"),
+    [
+        (GateParams("auc", 0.5, 0.01), "unknown gate_metric 'auc'"),
+        (GateParams("roc_auc", float("nan"), 0.01), "min_score must be a finite number"),
+        (GateParams("roc_auc", 0.5, float("nan")), "max_regression must be a finite number >= 0"),
+        (GateParams("roc_auc", 0.5, -0.5), "max_regression must be a finite number >= 0, got -0.5"),
+    ],
+)
+def test_meaningless_gate_parameters_are_refused(params, problem) -> None:
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        check_gate_params(params)

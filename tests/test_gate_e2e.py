@@ -92,7 +92,10 @@ def test_a_strong_champion_survives_a_candidate_that_learned_nothing(tmp_path, t
     assert "diff CI [" in last
 
     # 3. The same rejection with fail_on_reject=true exits non-zero, for CI gates.
-    result = mlflow_run(tmp_path, tracking_uri, "-P", f"data_file={mixed}", "-P", "fail_on_reject=true")
+    # force: fail_on_reject is not part of the run key, so this would otherwise be skipped.
+    result = mlflow_run(
+        tmp_path, tracking_uri, "-P", f"data_file={mixed}", "-P", "fail_on_reject=true", "-P", "force=true"
+    )
     assert result.returncode != 0
     assert aliases(client) == {"champion": "1", "challenger": "3"}
     third = parent_runs(client)[-1]

@@ -173,3 +173,62 @@ def test_a_champion_with_other_inputs_is_skipped_and_the_record_says_why(tmp_pat
     champion_check = next(check for check in result.decision.checks if check.name == "champion")
     assert champion_check.passed and "incompatible" in champion_check.detail
     assert result.promoted
+
+
+def test_a_champion_that_cannot_be_scored_fails_training_instead_of_being_skipped(
+    tmp_path, tracking_uri, signal_csv
+) -> None:
+    predictions = tmp_path / "p.csv"
+    trained = train_model(data_file=signal_csv, predictions_file=predictions, num_boost_round=10)
+    evaluate_model(predictions_file=predictions)
+    assert register_model(train_run_id=trained.run_id, evaluate_run_id=run_named("evaluate_model")).promoted
+    # The champion's files vanish (an artifact store hiccup): skipping the comparison would let
+    # any candidate take over, so training fails and the next run retries.
+    for model_file in (tmp_path / "mlruns").rglob("MLmodel"):
+        model_file.unlink()
+    with pytest.raises(PystockError, match="champion models:/training-model-psystock/1 could not be"):
+        train_model(data_file=signal_csv, predictions_file=predictions, num_boost_round=10, random_state=3)
+    assert MlflowClient().get_run(run_named("train_model")).info.status == "FAILED"
+
+
+def test_a_champion_that_trained_on_these_rows_is_not_compared(tmp_path, tracking_uri, signal_csv) -> None:
+    predictions = tmp_path / "p.csv"
+    trained = train_model(
+        data_file=signal_csv, predictions_file=predictions, split="random", num_boost_round=10
+    )
+    evaluate_model(predictions_file=predictions)
+    assert register_model(train_run_id=trained.run_id, evaluate_run_id=run_named("evaluate_model")).promoted
+    # Same file, another shuffle: most of the new test rows were the champion's training rows.
+    trained = train_model(
+        data_file=signal_csv, predictions_file=predictions, split="random", random_state=7, num_boost_round=10
+    )
+    status = MlflowClient().get_run(trained.run_id).data.tags[config.TAG_CHAMPION_STATUS]
+    assert status.startswith("incompatible: it was trained on the same file with split=random")
+    # The identical split is the same holdout: compared.
+    trained = train_model(
+        data_file=signal_csv, predictions_file=predictions, split="random", num_boost_round=5
+    )
+    assert MlflowClient().get_run(trained.run_id).data.tags[config.TAG_CHAMPION_STATUS] == "scored"
+
+
+def test_a_wrong_evaluate_run_registers_nothing(tmp_path, tracking_uri, signal_csv) -> None:
+    trained = train_model(data_file=signal_csv, predictions_file=tmp_path / "p.csv", num_boost_round=10)
+    with pytest.raises(PystockError, match="has no roc_auc or baseline_roc_auc metric"):
+        register_model(train_run_id=trained.run_id, evaluate_run_id=trained.run_id)
+    assert MlflowClient().search_registered_models() == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"min_score": float("nan")}, "min_score must be a finite"),
+        ({"max_regression": -1.0}, "max_regression"),
+    ],
+)
+def test_bad_gate_parameters_register_nothing(kwargs, problem, tmp_path, tracking_uri, signal_csv) -> None:
+    predictions = tmp_path / "p.csv"
+    trained = train_model(data_file=signal_csv, predictions_file=predictions, num_boost_round=10)
+    evaluate_model(predictions_file=predictions)
+    with pytest.raises(PystockError, match=problem):
+        register_model(train_run_id=trained.run_id, evaluate_run_id=run_named("evaluate_model"), **kwargs)
+    assert MlflowClient().search_registered_models() == []
