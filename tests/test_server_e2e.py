@@ -169,9 +169,12 @@ def test_the_image_refuses_to_start_without_a_tracking_uri(tmp_path) -> None:
     assert "MLFLOW_TRACKING_URI is not set" in result.stderr
 
 
-def test_server_killed_during_training_fails_cleanly_and_the_next_run_recovers(backend, tmp_path) -> None:
-    # A server of its own (same database), so the kill does not disturb the other tests.
-    server = MlflowServer(backend, tmp_path / "artifacts", tmp_path / "server.log")
+def test_server_killed_during_training_fails_cleanly_and_the_next_run_recovers(
+    backend, server, tmp_path
+) -> None:
+    # A server process of its own, so the kill does not disturb the other tests, on the same
+    # database and artifact store (the champion registered earlier must stay readable).
+    server = MlflowServer(backend, server.artifacts, tmp_path / "server.log")
     server.start()
     data = tmp_path / "big.csv"
     signal_frame(60_000, seed=5).to_csv(data, header=False, index=False)
