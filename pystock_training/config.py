@@ -42,7 +42,6 @@ MIN_ROWS: Final = 30
 EXAMPLE_ROWS: Final = 5
 
 # Run and model-version tags.
-TAG_PREFIX: Final = "pystock."
 TAG_ERROR: Final = "pystock.error"
 TAG_DATA_DIGEST: Final = "pystock.data_digest"
 TAG_DATA_FILE: Final = "pystock.data_file"
