@@ -19,7 +19,7 @@ from pystock_training.errors import DataError, PystockError
 from pystock_training.gate import GateParams
 from pystock_training.model import TrainParams
 from pystock_training.provenance import PROJECT_ROOT
-from pystock_training.steps import check_gate, check_train_params, default_predictions_file
+from pystock_training.steps import check_register_params, check_train_params, default_predictions_file
 from pystock_training.tracking import log_missing_params, step_run
 from pystock_training.trigger import compute_run_key, previous_run, reap_orphans
 
@@ -134,9 +134,7 @@ def run_pipeline(
         check_train_params(
             params.split, params.test_size, params.threshold, TrainParams.from_dict(asdict(params))
         )
-        if not params.model_name.strip():
-            raise PystockError("invalid parameters: model_name must not be empty")
-        check_gate(GateParams(**params.gate_params()))
+        check_register_params(params.model_name, GateParams(**params.gate_params()))
         if params.reap_after_hours < 0:
             raise PystockError(
                 f"invalid parameters: reap_after_hours must be >= 0, got {params.reap_after_hours}"

@@ -33,6 +33,7 @@ from pystock_training.gate import (
     Check,
     GateDecision,
     GateParams,
+    check_gate_metric,
     check_gate_params,
     decide,
     paired_bootstrap_ci,
@@ -258,7 +259,10 @@ def evaluate_model(
     """
     with step_run("evaluate_model") as run:
         log_missing_params(run, {"predictions_file": predictions_file, "gate_metric": gate_metric})
-        check_gate(GateParams(gate_metric, config.MIN_SCORE, config.MAX_REGRESSION))
+        try:
+            check_gate_metric(gate_metric)
+        except ValueError as exc:
+            raise PystockError(f"invalid parameters: {exc}") from exc
         frame = read_predictions(predictions_file)
         y_true = frame["y_test"].to_numpy()
         y_pred = frame["y_pred"].to_numpy()
@@ -306,14 +310,16 @@ def evaluate_model(
         return flat
 
 
-def check_gate(params: GateParams) -> None:
-    """The gate's parameters, as a one-line PystockError.
+def check_register_params(model_name: str, gate: GateParams) -> None:
+    """Reject a registration that could only record a meaningless decision.
 
     Raises:
-        PystockError: Unknown metric, or a non-finite or negative threshold.
+        PystockError: Empty model name, unknown gate metric, or a non-finite or negative threshold.
     """
+    if not model_name.strip():
+        raise PystockError("invalid parameters: model_name must not be empty")
     try:
-        check_gate_params(params)
+        check_gate_params(gate)
     except ValueError as exc:
         raise PystockError(f"invalid parameters: {exc}") from exc
 
@@ -359,9 +365,7 @@ def register_model(
             | {"model_uri": model_uri}
             | asdict(gate),
         )
-        check_gate(gate)
-        if not model_name.strip():
-            raise PystockError("invalid parameters: model_name must not be empty")
+        check_register_params(model_name, gate)
         client = MlflowClient()
         train_run = _get_run(client, train_run_id, "train_run_id")
         metrics = _get_run(client, evaluate_run_id, "evaluate_run_id").data.metrics
