@@ -27,6 +27,20 @@ LEARNING_RATE: Final = 0.05
 EARLY_STOPPING_ROUNDS: Final = 30
 # The promotion gate (pystock_training/gate.py explains the rule).
 GATE_METRIC: Final = "roc_auc"
+# Every metric logged for the model, the baseline and the champion (pystock_training/metrics.py
+# computes them); all are better when higher except log loss.
+METRIC_NAMES: Final = (
+    "accuracy",
+    "balanced_accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "mcc",
+    "roc_auc",
+    "average_precision",
+    "log_loss",
+)
+LOWER_IS_BETTER: Final = frozenset({"log_loss"})
 MIN_SCORE: Final = 0.5
 MAX_REGRESSION: Final = 0.01
 FAIL_ON_REJECT: Final = False

@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.stats import rankdata
 
-from pystock_training.metrics import LABEL_METRICS, LOWER_IS_BETTER, METRIC_NAMES, PROBA_METRICS
+from pystock_training.metrics import LABEL_METRICS, LOWER_IS_BETTER, PROBA_METRICS
+from pystock_training.params import GateParams, check_gate_metric
 
 logger = logging.getLogger(__name__)
 
@@ -48,21 +49,6 @@ def uses_probabilities(metric: str) -> bool:
     """Whether the metric scores probabilities (else 0/1 labels)."""
     check_gate_metric(metric)
     return _metric_fn(metric)[1]
-
-
-def check_gate_metric(metric: str) -> None:
-    """Raise ValueError for a metric the gate does not know the direction of."""
-    if metric not in METRIC_NAMES:
-        raise ValueError(f"unknown gate_metric {metric!r}; expected one of {', '.join(METRIC_NAMES)}")
-
-
-def check_gate_params(params: GateParams) -> None:
-    """Raise ValueError for gate parameters that would make every verdict meaningless."""
-    check_gate_metric(params.gate_metric)
-    if not math.isfinite(params.min_score):
-        raise ValueError(f"min_score must be a finite number, got {params.min_score}")
-    if not (math.isfinite(params.max_regression) and params.max_regression >= 0):
-        raise ValueError(f"max_regression must be a finite number >= 0, got {params.max_regression}")
 
 
 def _fast_roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
@@ -110,13 +96,16 @@ def paired_bootstrap_ci(
     seed: int = BOOTSTRAP_SEED,
     max_rows: int = MAX_RESAMPLE_ROWS,
     confidence: float = CONFIDENCE,
+    point: float | None = None,
 ) -> BootstrapCI:
     """Percentile CI of the metric difference, resampling the same rows for both models.
 
     ``candidate`` and ``champion`` are probabilities for probability metrics (ROC AUC, average
     precision, log loss) and 0/1 labels for the others. Pairing matters: both models are scored
     on each resample, so the noise they share (which rows happen to be easy) cancels, and the
-    interval is much tighter than two separate intervals.
+    interval is much tighter than two separate intervals. ``point``, the oriented difference on
+    all rows, is computed here unless the caller already has it (on millions of rows that costs
+    more than the resamples).
 
     Raises:
         ValueError: Unknown metric, mismatched lengths, or a single class in ``y_true``.
@@ -132,7 +121,8 @@ def paired_bootstrap_ci(
         raise ValueError("the test labels hold a single class")
 
     fn, _ = _metric_fn(metric)
-    point = oriented_diff(metric, fn(y_true, candidate), fn(y_true, champion))
+    if point is None:
+        point = oriented_diff(metric, fn(y_true, candidate), fn(y_true, champion))
     size = min(n_rows, max_rows)
     rng = np.random.default_rng(seed)
     diffs = np.empty(n_resamples)
@@ -167,15 +157,6 @@ class Check:
     passed: bool
     detail: str
     values: dict[str, float | str | None] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class GateParams:
-    """The gate's parameters, by their pipeline-wide names."""
-
-    gate_metric: str
-    min_score: float
-    max_regression: float
 
 
 @dataclass(frozen=True)

@@ -7,28 +7,69 @@ never hard labels (the MLflow 1.x job got both wrong).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Final
 
 import numpy as np
 from sklearn import metrics as skm
 
+from pystock_training import config
+
 # Metrics on hard labels and on probabilities, by the name they are logged under everywhere.
-LABEL_METRICS: Final[dict[str, Callable[[np.ndarray, np.ndarray], float]]] = {
+# Each takes (y_true, y_pred or y_proba) and an optional sample_weight.
+LABEL_METRICS: Final[dict[str, Callable[..., float]]] = {
     "accuracy": skm.accuracy_score,
     "balanced_accuracy": skm.balanced_accuracy_score,
-    "precision": lambda y, p: skm.precision_score(y, p, zero_division=0),
-    "recall": lambda y, p: skm.recall_score(y, p, zero_division=0),
-    "f1": lambda y, p: skm.f1_score(y, p, zero_division=0),
+    "precision": partial(skm.precision_score, zero_division=0),
+    "recall": partial(skm.recall_score, zero_division=0),
+    "f1": partial(skm.f1_score, zero_division=0),
     "mcc": skm.matthews_corrcoef,
 }
-PROBA_METRICS: Final[dict[str, Callable[[np.ndarray, np.ndarray], float]]] = {
+PROBA_METRICS: Final[dict[str, Callable[..., float]]] = {
     "roc_auc": skm.roc_auc_score,
     "average_precision": skm.average_precision_score,
-    "log_loss": lambda y, p: skm.log_loss(y, p, labels=[0, 1]),
+    "log_loss": partial(skm.log_loss, labels=[0, 1]),
 }
-METRIC_NAMES: Final = (*LABEL_METRICS, *PROBA_METRICS)
-# Every metric is better when higher except log loss; the gate and the lift need to know.
-LOWER_IS_BETTER: Final = frozenset({"log_loss"})
+# The names live in config, so parameter checks need not import sklearn; tests/test_metrics.py
+# checks they agree with the functions above.
+METRIC_NAMES: Final = config.METRIC_NAMES
+LOWER_IS_BETTER: Final = config.LOWER_IS_BETTER
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Test predictions, possibly with identical rows merged into one with a weight."""
+
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    y_proba: np.ndarray
+    weight: np.ndarray | None = None
+
+
+def group_predictions(y_true: np.ndarray, y_pred: np.ndarray, y_proba: np.ndarray) -> Predictions:
+    """Merge rows with the same (label, prediction, probability), weighted by their count.
+
+    Every metric and curve here is a weighted sum over rows, so the merged rows give the same
+    values as the originals. They are far fewer when probabilities repeat, as they do for a
+    model of 14 binary flags (at most 16,384 values): sklearn then works on thousands of rows
+    instead of millions. When probabilities hardly repeat, the rows are kept as they are.
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    kept = Predictions(y_true, y_pred, np.asarray(y_proba))
+    if len(y_true) == 0 or not _zero_one(y_true) or not _zero_one(y_pred):
+        return kept
+    values, inverse = np.unique(y_proba, return_inverse=True)
+    if len(values) * 2 > len(y_true):
+        return kept
+    key = (inverse.astype(np.int64) * 2 + y_true) * 2 + y_pred
+    counts = np.bincount(key, minlength=4 * len(values))
+    present = np.flatnonzero(counts)
+    return Predictions((present >> 1) & 1, present & 1, values[present >> 2], counts[present])
+
+
+def _zero_one(values: np.ndarray) -> bool:
+    return values.dtype.kind in "iub" and values.min() >= 0 and values.max() <= 1
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, y_proba: np.ndarray) -> dict[str, float]:
@@ -39,8 +80,15 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, y_proba: np.n
     """
     if len(np.unique(y_true)) < 2:
         raise ValueError("the test labels hold a single class; ROC AUC is undefined")
-    scores = {name: float(fn(y_true, y_pred)) for name, fn in LABEL_METRICS.items()}
-    scores |= {name: float(fn(y_true, y_proba)) for name, fn in PROBA_METRICS.items()}
+    rows = group_predictions(y_true, y_pred, y_proba)
+    scores = {
+        name: float(fn(rows.y_true, rows.y_pred, sample_weight=rows.weight))
+        for name, fn in LABEL_METRICS.items()
+    }
+    scores |= {
+        name: float(fn(rows.y_true, rows.y_proba, sample_weight=rows.weight))
+        for name, fn in PROBA_METRICS.items()
+    }
     return scores
 
 

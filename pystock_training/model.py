@@ -3,44 +3,19 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from importlib.metadata import version
 
 import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from pystock_training import config
+from pystock_training.params import TrainParams
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class TrainParams:
-    """XGBoost settings; field names are the pipeline's parameter names."""
-
-    num_boost_round: int = config.NUM_BOOST_ROUND
-    max_depth: int = config.MAX_DEPTH
-    learning_rate: float = config.LEARNING_RATE
-    early_stopping_rounds: int = config.EARLY_STOPPING_ROUNDS
-    random_state: int = config.RANDOM_STATE
-
-    @classmethod
-    def from_dict(cls, values: dict[str, object]) -> TrainParams:
-        """The fields of ``values`` that are XGBoost settings; other keys are ignored."""
-        return cls(**{key: values[key] for key in cls.__dataclass_fields__ if key in values})
-
-    def booster_params(self) -> dict[str, object]:
-        """The ``params`` dict for ``xgb.train``."""
-        # binary:logistic, not the default regression objective: predictions are probabilities.
-        # logloss drives early stopping because it is the last (only) eval metric.
-        return {
-            "objective": "binary:logistic",
-            "eval_metric": "logloss",
-            "max_depth": self.max_depth,
-            "learning_rate": self.learning_rate,
-            "tree_method": "hist",
-            "seed": self.random_state,
-        }
+# What MLflow's requirement inference lists for this model (measured on MLflow 3.17), pinned to
+# the versions installed here, so the serving environment matches the training one.
+MODEL_REQUIREMENTS = ("mlflow", "xgboost", "numpy", "pandas", "scikit-learn", "scipy")
 
 
 def fit(
@@ -49,14 +24,19 @@ def fit(
     x_valid: pd.DataFrame,
     y_valid: np.ndarray,
     params: TrainParams,
+    w_train: np.ndarray | None = None,
+    w_valid: np.ndarray | None = None,
 ) -> xgb.Booster:
     """Train on the training rows, stop early on the validation rows, keep only the best rounds.
 
-    The returned booster is cut to its best iteration, so every consumer (this process, the
-    pyfunc flavour, the registry) predicts with the same trees.
+    ``w_train`` and ``w_valid`` weight each row (how many rows a distinct row stands for), and
+    labels may then be means in [0, 1]. The returned booster is cut to its best iteration, so
+    every consumer (this process, the pyfunc flavour, the registry) predicts with the same trees.
     """
-    dtrain = xgb.DMatrix(x_train, label=y_train)
-    dvalid = xgb.DMatrix(x_valid, label=y_valid)
+    # QuantileDMatrix keeps only the binned features (1 byte a cell here), not a float copy of
+    # the frame; the validation matrix reuses the training bins, as it must.
+    dtrain = xgb.QuantileDMatrix(x_train, label=y_train, weight=w_train)
+    dvalid = xgb.QuantileDMatrix(x_valid, label=y_valid, weight=w_valid, ref=dtrain)
     booster = xgb.train(
         params.booster_params(),
         dtrain,
@@ -74,4 +54,10 @@ def fit(
 
 def predict_proba(booster: xgb.Booster, features: pd.DataFrame) -> np.ndarray:
     """Probability of "up" for each row, as float64 (sklearn metrics want float64)."""
-    return booster.predict(xgb.DMatrix(features)).astype(np.float64)
+    # inplace_predict reads the frame's memory directly: no DMatrix copy of the rows.
+    return np.asarray(booster.inplace_predict(features), dtype=np.float64)
+
+
+def model_requirements() -> list[str]:
+    """Exact pins of the packages a logged model needs to load and predict."""
+    return [f"{name}=={version(name)}" for name in MODEL_REQUIREMENTS]

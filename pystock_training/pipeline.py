@@ -16,10 +16,14 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_PROJECT_ENTRY_
 
 from pystock_training import config
 from pystock_training.errors import DataError, PystockError
-from pystock_training.gate import GateParams
-from pystock_training.model import TrainParams
+from pystock_training.params import (
+    GateParams,
+    TrainParams,
+    check_register_params,
+    check_train_params,
+    default_predictions_file,
+)
 from pystock_training.provenance import PROJECT_ROOT
-from pystock_training.steps import check_register_params, check_train_params, default_predictions_file
 from pystock_training.tracking import log_missing_params, step_run
 from pystock_training.trigger import compute_run_key, previous_run, reap_orphans
 

@@ -25,27 +25,34 @@ from mlflow.models import infer_signature
 
 from pystock_training import config
 from pystock_training.champion import Holdout, current_champion, score_champion
-from pystock_training.data import Split, load_dataset, split_rows
+from pystock_training.data import Dataset, Split, load_dataset, split_rows
+from pystock_training.distinct import distinct_rows
 from pystock_training.errors import DataError, PystockError
 from pystock_training.gate import (
     BootstrapCI,
     ChampionComparison,
     Check,
     GateDecision,
-    GateParams,
-    check_gate_metric,
-    check_gate_params,
     decide,
+    oriented_diff,
     paired_bootstrap_ci,
     uses_probabilities,
 )
 from pystock_training.handoff import read_predictions, write_predictions
 from pystock_training.metrics import METRIC_NAMES, classification_metrics, evaluate_predictions, flatten
-from pystock_training.model import TrainParams, fit, predict_proba
+from pystock_training.model import fit, model_requirements, predict_proba
+from pystock_training.params import (
+    GateParams,
+    TrainParams,
+    check_gate_metric,
+    check_register_params,
+    check_train_params,
+    default_predictions_file,
+)
 from pystock_training.plots import evaluation_figures
 from pystock_training.provenance import code_version, file_digest
 from pystock_training.report import evaluation_report
-from pystock_training.tracking import log_missing_params, step_run
+from pystock_training.tracking import StepTimer, log_missing_params, step_run
 
 logger = logging.getLogger(__name__)
 
@@ -58,38 +65,6 @@ class TrainResult:
     model_uri: str
     predictions_file: Path
     data_digest: str
-
-
-def default_predictions_file(run_id: str) -> Path:
-    """A predictions path unique to one run, so concurrent pipelines never share a file."""
-    return Path(tempfile.gettempdir()) / "pystock-training" / run_id / config.PREDICTIONS_FILE_NAME
-
-
-def check_train_params(split: str, test_size: float, threshold: float, params: TrainParams) -> None:
-    """Reject parameter values that would train something meaningless.
-
-    Raises:
-        PystockError: A value is out of range.
-    """
-    problems = []
-    if split not in config.SPLITS:
-        problems.append(f"split must be one of {', '.join(config.SPLITS)}, got {split!r}")
-    if not 0 < test_size < 1:
-        problems.append(f"test_size must be between 0 and 1, got {test_size}")
-    if not 0 < threshold < 1:
-        problems.append(f"threshold must be between 0 and 1, got {threshold}")
-    if params.num_boost_round < 1:
-        problems.append(f"num_boost_round must be at least 1, got {params.num_boost_round}")
-    if params.max_depth < 1:
-        problems.append(f"max_depth must be at least 1, got {params.max_depth}")
-    if not 0 < params.learning_rate <= 1:
-        problems.append(f"learning_rate must be in (0, 1], got {params.learning_rate}")
-    if params.early_stopping_rounds < 0:
-        problems.append(f"early_stopping_rounds must be 0 (off) or more, got {params.early_stopping_rounds}")
-    if not 0 <= params.random_state < 2**32:
-        problems.append(f"random_state must be in [0, 2**32), got {params.random_state}")
-    if problems:
-        raise PystockError("invalid parameters: " + "; ".join(problems))
 
 
 def train_model(
@@ -116,6 +91,7 @@ def train_model(
         PystockError: A parameter is out of range.
     """
     params = TrainParams(num_boost_round, max_depth, learning_rate, early_stopping_rounds, random_state)
+    timer = StepTimer()
     with step_run("train_model") as run:
         log_missing_params(
             run,
@@ -125,8 +101,10 @@ def train_model(
             | asdict(params),
         )
         check_train_params(split, test_size, threshold, params)
-        dataset = load_dataset(data_file)
-        digest = file_digest(dataset.path)
+        with timer.phase("load"):
+            dataset = load_dataset(data_file)
+        with timer.phase("digest"):
+            digest = file_digest(dataset.path)
         mlflow.set_tags(
             {
                 config.TAG_DATA_FILE: str(dataset.path),
@@ -134,49 +112,46 @@ def train_model(
                 config.TAG_CODE_VERSION: code_version(),
             }
         )
-        # MLflow keeps dataset digests short (36 characters at most); the full sha256 is a tag.
-        with warnings.catch_warnings():
-            # Two harmless UserWarnings: the local source resolves "in multiple ways" (both the
-            # same class), and the int8 label column "cannot hold missing values" (it never may).
-            warnings.simplefilter("ignore", UserWarning)
-            mlflow.log_input(
-                mlflow.data.from_pandas(
-                    dataset.features.assign(label=dataset.labels),
-                    source=str(dataset.path),
-                    targets="label",
-                    name=dataset.path.name,
-                    digest=digest[:16],
-                ),
-                context="training",
-            )
+        _log_dataset_input(dataset, digest)
         parts = split_rows(
             dataset.labels, split=split, test_size=test_size, random_state=random_state, source=dataset.path
         )
         features, labels = dataset.features, dataset.labels
-        booster = _fit_with_autolog(features, labels, parts, params)
+        with timer.phase("fit"):
+            booster = _fit_with_autolog(features, labels, parts, params)
 
         x_test, y_test = features.iloc[parts.test], labels[parts.test]
-        y_proba = predict_proba(booster, x_test)
+        with timer.phase("predict"):
+            # Each distinct test row is predicted once, by the candidate and the champion alike.
+            test_rows = distinct_rows(x_test)
+            y_proba = test_rows.predict(lambda rows: predict_proba(booster, rows))
         prior = float(labels[parts.train].mean())
         holdout = Holdout(digest, split, test_size, random_state)
-        champion = score_champion(model_name, x_test, holdout)
+        with timer.phase("champion"):
+            champion = score_champion(model_name, test_rows.rows, holdout)
         mlflow.set_tags(
             {config.TAG_CHAMPION_VERSION: champion.version or "", config.TAG_CHAMPION_STATUS: champion.status}
         )
+        champion_proba = None if champion.proba is None else test_rows.expand(champion.proba)
         path = Path(predictions_file) if predictions_file else default_predictions_file(run.info.run_id)
-        write_predictions(path, y_test, y_proba, threshold, prior, champion_proba=champion.proba)
-        _log_predictions_artifact(path)
+        with timer.phase("write_predictions"):
+            write_predictions(path, y_test, y_proba, threshold, prior, champion_proba=champion_proba)
+            _log_predictions_artifact(path)
 
-        # float64 in the signature: a double column accepts the float64 frames pandas reads
-        # by default as well as float32 and ints; a float32 one refuses float64 input.
-        example = x_test.iloc[: config.EXAMPLE_ROWS].astype(np.float64)
-        mlflow.log_dict(_importance(booster), "feature_importance.json")
-        model_info = mlflow.xgboost.log_model(
-            booster,
-            name=config.MODEL_ARTIFACT_NAME,
-            signature=infer_signature(example, y_proba[: config.EXAMPLE_ROWS]),
-            input_example=example,
-        )
+        with timer.phase("log_model"):
+            # float64 in the signature: a double column accepts the float64 frames pandas reads
+            # by default as well as float32 and ints; a float32 one refuses float64 input.
+            example = x_test.iloc[: config.EXAMPLE_ROWS].astype(np.float64)
+            mlflow.log_dict(_importance(booster), "feature_importance.json")
+            model_info = mlflow.xgboost.log_model(
+                booster,
+                name=config.MODEL_ARTIFACT_NAME,
+                signature=infer_signature(example, y_proba[: config.EXAMPLE_ROWS]),
+                input_example=example,
+                # Naming the requirements skips MLflow's inference, which re-imports the model
+                # in a subprocess (about 3 s a run); these are what that inference finds.
+                pip_requirements=model_requirements(),
+            )
         mlflow.log_metrics(
             {
                 "train_rows": _count(parts.train, labels),
@@ -187,6 +162,7 @@ def train_model(
             }
         )
         mlflow.set_tags({config.TAG_MODEL_URI: model_info.model_uri, config.TAG_PREDICTIONS_FILE: str(path)})
+        timer.log()
         logger.info(
             "trained %s on %d rows; predictions in %s",
             model_info.model_uri,
@@ -194,6 +170,30 @@ def train_model(
             path,
         )
         return TrainResult(run.info.run_id, model_info.model_uri, path, digest)
+
+
+def _log_dataset_input(dataset: Dataset, digest: str) -> None:
+    """Record the training table as the run's input, by reference: its path, digest and schema.
+
+    A numpy dataset, one array per column: MLflow's pandas dataset infers its schema by testing
+    every cell in Python (over two minutes at 10M rows); this one reads only dtypes and shapes.
+    MLflow keeps dataset digests short (36 characters at most); the full sha256 is a tag.
+    """
+    matrix = dataset.features.to_numpy()
+    columns = {name: matrix[:, position] for position, name in enumerate(dataset.features.columns)}
+    with warnings.catch_warnings():
+        # Harmless: the local source resolves "in multiple ways" (both the same class).
+        warnings.simplefilter("ignore", UserWarning)
+        mlflow.log_input(
+            mlflow.data.from_numpy(
+                columns,
+                source=str(dataset.path),
+                targets=dataset.labels,
+                name=dataset.path.name,
+                digest=digest[:16],
+            ),
+            context="training",
+        )
 
 
 def _fit_with_autolog(
@@ -208,14 +208,21 @@ def _fit_with_autolog(
     mlflow.log_params(
         {key: value for key, value in params.booster_params().items() if key not in asdict(params)}
     )
+    train = distinct_rows(features.iloc[parts.train])
+    validation = distinct_rows(features.iloc[parts.validation])
+    if train.inverse is not None:
+        logger.info("training on %d distinct rows, weighted by count", len(train.rows))
+    mlflow.log_metrics({"train_distinct_rows": len(train.rows)})
     mlflow.xgboost.autolog(log_models=False, log_datasets=False, importance_types=[], silent=True)
     try:
         return fit(
-            features.iloc[parts.train],
-            labels[parts.train],
-            features.iloc[parts.validation],
-            labels[parts.validation],
+            train.rows,
+            train.labels(labels[parts.train]),
+            validation.rows,
+            validation.labels(labels[parts.validation]),
             params,
+            w_train=train.weights(),
+            w_valid=validation.weights(),
         )
     finally:
         mlflow.xgboost.autolog(disable=True)
@@ -257,31 +264,39 @@ def evaluate_model(
         DataError: The predictions file is missing or malformed.
         PystockError: Unknown gate metric.
     """
+    timer = StepTimer()
     with step_run("evaluate_model") as run:
         log_missing_params(run, {"predictions_file": predictions_file, "gate_metric": gate_metric})
         try:
             check_gate_metric(gate_metric)
         except ValueError as exc:
             raise PystockError(f"invalid parameters: {exc}") from exc
-        frame = read_predictions(predictions_file)
+        with timer.phase("read_predictions"):
+            frame = read_predictions(predictions_file)
         y_true = frame["y_test"].to_numpy()
         y_pred = frame["y_pred"].to_numpy()
         y_proba = frame["y_proba"].to_numpy(dtype=np.float64)
         baseline_proba = frame["baseline_proba"].to_numpy(dtype=np.float64)
         has_champion = "champion_proba" in frame.columns
-        try:
-            results = evaluate_predictions(y_true, y_pred, y_proba, float(baseline_proba[0]))
-            comparison = None
-            if has_champion:
-                champion_pred = frame["champion_pred"].to_numpy()
-                champion_proba = frame["champion_proba"].to_numpy(dtype=np.float64)
-                results["champion"] = classification_metrics(y_true, champion_pred, champion_proba)
-                candidate, champion = (
-                    (y_proba, champion_proba) if uses_probabilities(gate_metric) else (y_pred, champion_pred)
-                )
-                comparison = paired_bootstrap_ci(y_true, candidate, champion, gate_metric)
-        except ValueError as exc:
-            raise DataError(predictions_file, str(exc)) from exc
+        with timer.phase("metrics"):
+            try:
+                results = evaluate_predictions(y_true, y_pred, y_proba, float(baseline_proba[0]))
+                comparison = None
+                if has_champion:
+                    champion_pred = frame["champion_pred"].to_numpy()
+                    champion_proba = frame["champion_proba"].to_numpy(dtype=np.float64)
+                    results["champion"] = classification_metrics(y_true, champion_pred, champion_proba)
+                    candidate, champion = (
+                        (y_proba, champion_proba)
+                        if uses_probabilities(gate_metric)
+                        else (y_pred, champion_pred)
+                    )
+                    point = oriented_diff(
+                        gate_metric, results["model"][gate_metric], results["champion"][gate_metric]
+                    )
+                    comparison = paired_bootstrap_ci(y_true, candidate, champion, gate_metric, point=point)
+            except ValueError as exc:
+                raise DataError(predictions_file, str(exc)) from exc
         flat = flatten(results)
         if comparison is not None:
             flat |= {
@@ -290,12 +305,14 @@ def evaluate_model(
                 f"diff_{gate_metric}_ci_high": comparison.high,
             }
         mlflow.log_metrics(flat)
-        for name, figure in evaluation_figures(y_true, y_pred, y_proba, baseline_proba).items():
-            mlflow.log_figure(figure, f"plots/{name}")
+        with timer.phase("plots"):
+            for name, figure in evaluation_figures(y_true, y_pred, y_proba, baseline_proba).items():
+                mlflow.log_figure(figure, f"plots/{name}")
         mlflow.log_dict(
             results | {"champion_comparison": asdict(comparison) if comparison else None}, "evaluation.json"
         )
         mlflow.log_text(evaluation_report(results, len(frame), comparison), "evaluation_report.md")
+        timer.log()
         logger.info(
             "%s %.4f (baseline %.4f%s) on %d test rows",
             gate_metric,
@@ -308,20 +325,6 @@ def evaluate_model(
             len(frame),
         )
         return flat
-
-
-def check_register_params(model_name: str, gate: GateParams) -> None:
-    """Reject a registration that could only record a meaningless decision.
-
-    Raises:
-        PystockError: Empty model name, unknown gate metric, or a non-finite or negative threshold.
-    """
-    if not model_name.strip():
-        raise PystockError("invalid parameters: model_name must not be empty")
-    try:
-        check_gate_params(gate)
-    except ValueError as exc:
-        raise PystockError(f"invalid parameters: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -358,6 +361,7 @@ def register_model(
         PystockError: The runs or the model cannot be found, or the evaluate run lacks the metrics.
     """
     gate = GateParams(gate_metric, min_score, max_regression)
+    timer = StepTimer()
     with step_run("register_model") as run:
         log_missing_params(
             run,
@@ -392,13 +396,15 @@ def register_model(
             or name.startswith("diff_")
         }
         try:
-            version = mlflow.register_model(model_uri, model_name, tags=tags)
+            with timer.phase("register"):
+                version = mlflow.register_model(model_uri, model_name, tags=tags)
         except MlflowException as exc:
             raise PystockError(f"cannot register {model_uri} as {model_name}: {exc.message}") from exc
         number = str(version.version)
         mlflow.set_tag(config.TAG_MODEL_VERSION, number)
 
-        serving = _serving_check(model_name, number)
+        with timer.phase("serving_check"):
+            serving = _serving_check(model_name, number)
         client.set_model_version_tag(model_name, number, config.TAG_SERVING_CHECK, _passed(serving.passed))
         decision = decide(gate, metrics[gate_metric], metrics[f"baseline_{gate_metric}"], champion, serving)
         if decision.promote:
@@ -436,6 +442,7 @@ def register_model(
         } | decision.to_dict()
         mlflow.log_dict(record, config.DECISION_ARTIFACT)
         mlflow.set_tags({config.TAG_DECISION: verdict, config.TAG_SUMMARY: summary})
+        timer.log()
         logger.info("%s", summary)
         return RegisterResult(client.get_model_version(model_name, number), decision, summary)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -70,3 +71,26 @@ def log_missing_params(run: Run, params: Mapping[str, object]) -> None:
     missing = {key: value for key, value in params.items() if key not in run.data.params}
     if missing:
         mlflow.log_params(missing)
+
+
+class StepTimer:
+    """Wall seconds per phase of a step, logged on its run as ``timing_<phase>_s`` metrics.
+
+    The benchmark and anyone looking at a slow run read the breakdown from the run itself.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time the block, adding to the phase's total if it runs more than once."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - started
+
+    def log(self) -> None:
+        """Log every phase's total on the active run."""
+        mlflow.log_metrics({f"timing_{name}_s": round(value, 3) for name, value in self.seconds.items()})

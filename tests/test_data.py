@@ -169,6 +169,7 @@ def test_every_format_loads_to_the_same_table(tmp_path: Path, fmt: str) -> None:
     assert dataset.path == path.resolve()
     assert dataset.n_rows == N_ROWS
     assert list(dataset.features.columns) == [f"f{i}" for i in range(N_FEATURES)]
+    # The shared table has fractional and missing cells, so every column is float32.
     assert (dataset.features.dtypes == np.float32).all()
     assert dataset.labels.dtype == np.int8
     pd.testing.assert_frame_equal(
@@ -183,9 +184,42 @@ def test_integer_and_boolean_parquet_columns_load(tmp_path: Path) -> None:
 
     dataset = load_dataset(path)
 
-    assert (dataset.features.dtypes == np.float32).all()
-    np.testing.assert_array_equal(dataset.features.to_numpy(), INT_FEATURES.astype(np.float32))
+    assert (dataset.features.dtypes == np.int8).all()
+    np.testing.assert_array_equal(dataset.features.to_numpy(), INT_FEATURES)
     np.testing.assert_array_equal(dataset.labels, LABELS.astype(np.int8))
+
+
+@pytest.mark.parametrize(
+    ("cells", "expected_dtype"),
+    [
+        (["0", "1"], np.int8),
+        (["0.0", "1.0"], np.int8),  # whole numbers written as floats still fit in a byte
+        (["-128", "127"], np.int8),
+        (["0", "128"], np.float32),  # one value past int8's range widens every column
+        (["0", "0.25"], np.float32),
+        (["0", ""], np.float32),  # a missing cell needs NaN
+    ],
+)
+def test_features_are_held_in_the_narrowest_exact_type(
+    tmp_path: Path, cells: list[str], expected_dtype: type
+) -> None:
+    rng = np.random.default_rng(3)
+    choice = rng.integers(0, 2, size=(N_ROWS, N_FEATURES))
+    text = np.array(cells)[choice]
+    path = tmp_path / "data.csv"
+    path.write_text(
+        "".join(",".join([*row, str(label)]) + "\n" for row, label in zip(text, LABELS, strict=True))
+    )
+
+    features = load_dataset(path).features
+
+    assert (features.dtypes == expected_dtype).all()
+    matrix = features.to_numpy()
+    # One row-major block, handed to XGBoost as is: no copy per use.
+    assert matrix.flags.c_contiguous
+    assert np.shares_memory(matrix, features.to_numpy())
+    expected = pd.to_numeric(pd.Series(text.ravel()), errors="coerce").to_numpy().reshape(text.shape)
+    np.testing.assert_array_equal(matrix.astype(np.float64), expected)
 
 
 @pytest.mark.parametrize("fmt", ["headerless", "plain_header", "to_csv_default", "parquet"])

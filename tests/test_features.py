@@ -110,6 +110,8 @@ def test_recipe_output_written_the_upstream_way_loads(tmp_path: Path) -> None:
     dataset = load_dataset(path)
 
     assert dataset.n_rows == len(flags) - 14
-    np.testing.assert_array_equal(dataset.features.to_numpy(), frame.iloc[:, :14].to_numpy(dtype=np.float32))
+    # The recipe's flags are whole numbers: they load as int8, equal to what was written.
+    assert (dataset.features.dtypes == np.int8).all()
+    np.testing.assert_array_equal(dataset.features.to_numpy(), frame.iloc[:, :14].to_numpy())
     np.testing.assert_array_equal(dataset.labels, frame[14].to_numpy())
     pd.testing.assert_index_equal(dataset.features.columns, pd.Index([f"f{i}" for i in range(14)]))

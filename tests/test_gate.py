@@ -12,15 +12,14 @@ from pystock_training.gate import (
     BootstrapCI,
     ChampionComparison,
     Check,
-    GateParams,
     _fast_roc_auc,
     better,
-    check_gate_params,
     decide,
     oriented_diff,
     paired_bootstrap_ci,
     uses_probabilities,
 )
+from pystock_training.params import GateParams, check_gate_params
 
 PARAMS = GateParams(gate_metric="roc_auc", min_score=0.5, max_regression=0.01)
 SERVING_OK = Check("serving", True, "serving check passed")

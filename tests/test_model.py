@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from pystock_training.model import TrainParams, fit, predict_proba
+from pystock_training.model import fit, predict_proba
+from pystock_training.params import TrainParams
 
 
 def frame(n_rows: int, seed: int, signal: bool) -> tuple[pd.DataFrame, np.ndarray]:
