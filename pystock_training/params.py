@@ -1,6 +1,6 @@
 """The pipeline's parameters: their dataclasses, defaults and range checks.
 
-Kept free of xgboost, sklearn and scipy so that the driver (main), which validates every
+Kept free of xgboost, sklearn and matplotlib so that the driver (main), which validates every
 parameter before it starts a step, imports only MLflow: about 120 MB and 1 s less per pipeline.
 """
 

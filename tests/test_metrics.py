@@ -8,14 +8,19 @@ import re
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from sklearn import metrics as skm
 
+from pystock_training import config
 from pystock_training.metrics import (
+    LABEL_METRICS,
     LOWER_IS_BETTER,
     METRIC_NAMES,
+    PROBA_METRICS,
     baseline_predictions,
     classification_metrics,
     evaluate_predictions,
     flatten,
+    group_predictions,
     lift,
 )
 from pystock_training.report import PLOTS, evaluation_report
@@ -124,6 +129,55 @@ def test_metric_names_are_the_logged_names() -> None:
     assert set(METRIC_NAMES) == ALL_METRICS
     assert len(METRIC_NAMES) == len(ALL_METRICS)
     assert frozenset({"log_loss"}) == LOWER_IS_BETTER
+
+
+def test_config_names_exactly_the_metrics_computed() -> None:
+    # config holds the names so parameter checks need not import sklearn; they must not drift.
+    assert (*LABEL_METRICS, *PROBA_METRICS) == config.METRIC_NAMES
+
+
+def repeated_predictions(n_rows: int, n_values: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Predictions whose probabilities take few values, as a model of binary flags gives."""
+    rng = np.random.default_rng(seed)
+    values = rng.random(n_values)
+    y_proba = values[rng.integers(0, n_values, n_rows)]
+    y_true = (rng.random(n_rows) < y_proba).astype(np.int8)
+    return y_true, (y_proba >= 0.5).astype(np.int8), y_proba
+
+
+def test_merged_predictions_score_exactly_what_every_row_scores() -> None:
+    y_true, y_pred, y_proba = repeated_predictions(20_000, 40, seed=0)
+    merged = group_predictions(y_true, y_pred, y_proba)
+    assert merged.weight is not None
+    assert len(merged.y_true) <= 4 * 40
+    assert merged.weight.sum() == len(y_true)
+
+    scores = classification_metrics(y_true, y_pred, y_proba)
+
+    # The reference is sklearn on every row, unmerged.
+    expected = {
+        "accuracy": skm.accuracy_score(y_true, y_pred),
+        "balanced_accuracy": skm.balanced_accuracy_score(y_true, y_pred),
+        "precision": skm.precision_score(y_true, y_pred),
+        "recall": skm.recall_score(y_true, y_pred),
+        "f1": skm.f1_score(y_true, y_pred),
+        "mcc": skm.matthews_corrcoef(y_true, y_pred),
+        "roc_auc": skm.roc_auc_score(y_true, y_proba),
+        "average_precision": skm.average_precision_score(y_true, y_proba),
+        "log_loss": skm.log_loss(y_true, y_proba),
+    }
+    assert set(scores) == set(expected)
+    for name, value in expected.items():
+        assert scores[name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
+
+
+def test_predictions_that_hardly_repeat_are_not_merged() -> None:
+    rng = np.random.default_rng(1)
+    y_proba = rng.random(1_000)
+    y_true = (rng.random(1_000) < 0.5).astype(np.int8)
+    merged = group_predictions(y_true, (y_proba >= 0.5).astype(np.int8), y_proba)
+    assert merged.weight is None
+    assert merged.y_proba is y_proba or np.array_equal(merged.y_proba, y_proba)
 
 
 def test_truth_comes_first() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import re
+import subprocess
+import sys
 from importlib import metadata
 
 import click
@@ -95,3 +97,14 @@ def test_direct_pins_are_in_the_lock_and_the_lock_is_installed() -> None:
     for name, version in lock.items():
         if ";" not in version:
             assert metadata.version(name) == version, f"{name} installed differs from the lock"
+
+
+def test_the_driver_imports_no_training_libraries() -> None:
+    # main only validates parameters and starts steps: importing xgboost or sklearn there
+    # would cost every pipeline about 120 MB and a second (pystock_training/params.py).
+    heavy = "{'xgboost', 'sklearn', 'matplotlib'}"  # mlflow itself imports scipy
+    code = f"import sys, main; print(sorted({{m.split('.')[0] for m in sys.modules}} & {heavy}))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
