@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 ARGS ?=
 
-.PHONY: venv train test lint format ui data clean
+.PHONY: venv train test lint format ui data bench clean
 
 $(BIN)/.installed: requirements.lock requirements-server.txt requirements-dev.txt
 	command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 1; }
@@ -37,6 +37,9 @@ ui: venv ## browse runs and models at http://127.0.0.1:5000
 
 data: venv ## rebuild data/training/data.csv from the S&P 500 prices bundled with `arch`
 	$(BIN)/python scripts/make_dataset.py --arch-sp500 --output data/training/data.csv
+
+bench: venv ## scale benchmark: pipeline vs naive reference, prints the table
+	$(BIN)/python benchmarks/scale.py $(ARGS)
 
 conda.yaml: requirements.lock ## regenerate conda.yaml from the lock
 	$(BIN)/python scripts/sync_conda_yaml.py

@@ -196,7 +196,10 @@ def run_pipeline(
 
         decision = register.data.tags[config.TAG_DECISION]
         version = register.data.tags[config.TAG_MODEL_VERSION]
-        metrics = evaluate.data.metrics
+        # The evaluation's scores, not its timings: the parent's own are its run's duration.
+        metrics = {
+            name: value for name, value in evaluate.data.metrics.items() if not name.startswith("timing_")
+        }
         mlflow.log_metrics(metrics)
         mlflow.log_dict(
             mlflow.artifacts.load_dict(f"runs:/{register.info.run_id}/{config.DECISION_ARTIFACT}"),

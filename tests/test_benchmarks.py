@@ -37,7 +37,8 @@ from benchmarks.scale import (
 from pystock_training import config
 from pystock_training.data import load_dataset, split_rows
 from pystock_training.metrics import METRIC_NAMES
-from pystock_training.model import TrainParams, fit, predict_proba
+from pystock_training.model import fit, predict_proba
+from pystock_training.params import TrainParams
 from tests.conftest import PROJECT_ROOT
 
 N_COLUMNS = 15
@@ -246,6 +247,7 @@ def test_scale_benchmark_end_to_end(tmp_path: Path) -> None:
             str(PROJECT_ROOT / "benchmarks" / "scale.py"),
             "--rows=2000",
             "--num-boost-round=5",
+            "--floor-repeats=1",
             f"--work-dir={tmp_path / 'work'}",
             f"--output={output}",
         ],
@@ -273,5 +275,11 @@ def test_scale_benchmark_end_to_end(tmp_path: Path) -> None:
     [record] = pd.read_csv(output.with_suffix(".csv")).to_dict("records")
     assert record["rows"] == 2000
     assert record["wall_ratio"] == pytest.approx(record["pipeline_wall_s"] / record["naive_wall_s"], rel=0.01)
+    shipped = payload["shipped_data"]
+    assert shipped["repeats"] == 1
+    assert shipped["floor_s"] > 0
+    assert shipped["pipeline_s"] > 0
+    assert shipped["gap_s"] == pytest.approx(shipped["pipeline_s"] - shipped["floor_s"])
+    assert "start-up floor" in result.stderr
     # Only the cached data file stays behind: the runs' scratch folders are removed.
     assert [path.name for path in (tmp_path / "work").iterdir()] == ["data"]
