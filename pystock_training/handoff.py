@@ -20,6 +20,8 @@ from pystock_training.errors import DataError
 
 REQUIRED_COLUMNS = ("y_test", "y_pred", "y_proba", "baseline_proba")
 CHAMPION_COLUMNS = ("champion_proba", "champion_pred")
+LABEL_COLUMNS = frozenset({"y_test", "y_pred", "champion_pred"})
+PROBABILITY_COLUMNS = frozenset({"y_proba", "baseline_proba", "champion_proba"})
 
 
 def write_predictions(
@@ -62,6 +64,10 @@ def write_predictions(
 def read_predictions(path: str | Path) -> pd.DataFrame:
     """Read and check a predictions CSV.
 
+    Read batch by batch and checked as it goes, into compact columns (int8 labels, float64
+    probabilities): millions of test rows never sit in memory as a whole Arrow table beside a
+    pandas copy of it.
+
     Raises:
         DataError: The file is missing or its columns or values are wrong.
     """
@@ -69,24 +75,41 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(path, "no such predictions file")
     try:
-        frame = pa_csv.read_csv(path).to_pandas()
-    except (pa.ArrowException, OSError) as exc:
+        reader = pa_csv.open_csv(path)
+        names = reader.schema.names
+        missing = [column for column in REQUIRED_COLUMNS if column not in names]
+        if missing:
+            raise DataError(path, f"missing column(s) {', '.join(missing)}")
+        present = [column for column in CHAMPION_COLUMNS if column in names]
+        if present and len(present) != len(CHAMPION_COLUMNS):
+            raise DataError(
+                path, f"has {present[0]} without {' and '.join(set(CHAMPION_COLUMNS) - set(present))}"
+            )
+        chunks: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        for batch in reader:
+            for name, column in zip(names, batch.columns, strict=True):
+                chunks[name].append(_checked(path, name, column))
+    except pa.ArrowException as exc:
         raise DataError(path, f"not a readable predictions CSV ({str(exc).splitlines()[0]})") from exc
-    missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
-    if missing:
-        raise DataError(path, f"missing column(s) {', '.join(missing)}")
-    if frame.empty:
+    if not chunks[REQUIRED_COLUMNS[0]]:
         raise DataError(path, "no rows")
-    present = [column for column in CHAMPION_COLUMNS if column in frame.columns]
-    if present and len(present) != len(CHAMPION_COLUMNS):
-        raise DataError(
-            path, f"has {present[0]} without {' and '.join(set(CHAMPION_COLUMNS) - set(present))}"
-        )
-    for column in ("y_test", "y_pred", *(["champion_pred"] if present else [])):
-        if not frame[column].isin([0, 1]).all():
-            raise DataError(path, f"column {column} must hold only 0 and 1")
-    for column in ("y_proba", "baseline_proba", *(["champion_proba"] if present else [])):
-        values = frame[column].to_numpy(dtype=np.float64)
-        if not (np.isfinite(values).all() and (values >= 0).all() and (values <= 1).all()):
-            raise DataError(path, f"column {column} must hold probabilities in [0, 1]")
-    return frame
+    return pd.DataFrame({name: np.concatenate(parts) for name, parts in chunks.items()}, copy=False)
+
+
+def _checked(path: Path, name: str, column: pa.Array) -> np.ndarray:
+    """One batch of one column as numpy, after checking its values where the contract says what they are."""
+    if name in LABEL_COLUMNS:
+        values = column.to_numpy(zero_copy_only=False) if _numeric(column) else None
+        if values is None or column.null_count or not np.isin(values, (0, 1)).all():
+            raise DataError(path, f"column {name} must hold only 0 and 1")
+        return values.astype(np.int8)
+    if name in PROBABILITY_COLUMNS:
+        values = column.to_numpy(zero_copy_only=False).astype(np.float64) if _numeric(column) else None
+        if values is None or not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
+            raise DataError(path, f"column {name} must hold probabilities in [0, 1]")
+        return values
+    return column.to_numpy(zero_copy_only=False)
+
+
+def _numeric(column: pa.Array) -> bool:
+    return pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
