@@ -4,7 +4,7 @@ import click
 
 from pystock_training import config
 from pystock_training.cli import StepCommand, configure_logging, run_cli
-from pystock_training.steps import evaluate_model
+from pystock_training.steps.evaluate_model import evaluate_model
 
 
 @click.command("evaluate_model", cls=StepCommand)

@@ -4,7 +4,7 @@ import click
 
 from pystock_training import config
 from pystock_training.cli import StepCommand, configure_logging, gate_options, run_cli
-from pystock_training.steps import register_model
+from pystock_training.steps.register_model import register_model
 
 
 @click.command("register_model", cls=StepCommand)

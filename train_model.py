@@ -4,7 +4,7 @@ import click
 
 from pystock_training import config
 from pystock_training.cli import StepCommand, configure_logging, run_cli, training_options
-from pystock_training.steps import train_model
+from pystock_training.steps.train_model import train_model
 
 
 @click.command("train_model", cls=StepCommand)

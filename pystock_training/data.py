@@ -26,7 +26,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
-from sklearn.model_selection import train_test_split
 
 from pystock_training import config
 from pystock_training.errors import DataError
@@ -432,6 +431,9 @@ def split_rows(
             test=slice(n_fit, n_rows),
         )
     else:
+        # Imported here: only the random split uses sklearn, and train_model otherwise never does.
+        from sklearn.model_selection import train_test_split
+
         fit, test = train_test_split(np.arange(n_rows), test_size=test_size, random_state=random_state)
         train, validation = train_test_split(fit, test_size=n_validation, random_state=random_state)
         parts = Split(train=train, validation=validation, test=test)

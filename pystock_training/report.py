@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from pystock_training.config import LOWER_IS_BETTER
 from pystock_training.gate import BootstrapCI
-from pystock_training.metrics import LOWER_IS_BETTER
 
 PLOTS = ("confusion_matrix", "roc_curve", "precision_recall_curve", "calibration")
 

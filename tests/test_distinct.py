@@ -13,7 +13,9 @@ from pystock_training import config
 from pystock_training.distinct import MAX_CODES, distinct_rows
 from pystock_training.model import fit, predict_proba
 from pystock_training.params import TrainParams
-from pystock_training.steps import evaluate_model, register_model, train_model
+from pystock_training.steps.evaluate_model import evaluate_model
+from pystock_training.steps.register_model import register_model
+from pystock_training.steps.train_model import train_model
 
 
 def flags(n_rows: int, n_features: int, seed: int, values: tuple[int, ...] = (0, 1)) -> pd.DataFrame:

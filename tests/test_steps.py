@@ -10,7 +10,9 @@ from mlflow import MlflowClient
 
 from pystock_training import config
 from pystock_training.errors import DataError, PystockError
-from pystock_training.steps import evaluate_model, register_model, serving_check, train_model
+from pystock_training.steps.evaluate_model import evaluate_model
+from pystock_training.steps.register_model import register_model, serving_check
+from pystock_training.steps.train_model import train_model
 from tests.conftest import signal_frame
 
 

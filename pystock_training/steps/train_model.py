@@ -1,0 +1,226 @@
+"""The train_model step: load and split the data, fit, predict, score the champion, log the model.
+
+It imports xgboost but not sklearn's metrics or matplotlib, which only evaluate_model needs:
+each step is its own process, and what it imports is start-up time and memory it pays.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from mlflow.models import infer_signature
+
+from pystock_training import config
+from pystock_training.champion import Holdout, score_champion
+from pystock_training.data import Dataset, Split, load_dataset, split_rows
+from pystock_training.distinct import distinct_rows
+from pystock_training.handoff import write_predictions
+from pystock_training.model import fit, model_requirements, predict_proba
+from pystock_training.params import (
+    TrainParams,
+    check_train_params,
+    default_predictions_file,
+)
+from pystock_training.provenance import code_version, file_digest
+from pystock_training.tracking import StepTimer, log_missing_params, step_run
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What train_model made."""
+
+    run_id: str
+    model_uri: str
+    predictions_file: Path
+    data_digest: str
+
+
+def train_model(
+    *,
+    data_file: str | Path = config.DATA_FILE,
+    model_name: str = config.MODEL_NAME,
+    predictions_file: str | Path | None = None,
+    split: str = config.SPLIT,
+    test_size: float = config.TEST_SIZE,
+    random_state: int = config.RANDOM_STATE,
+    threshold: float = config.THRESHOLD,
+    num_boost_round: int = config.NUM_BOOST_ROUND,
+    max_depth: int = config.MAX_DEPTH,
+    learning_rate: float = config.LEARNING_RATE,
+    early_stopping_rounds: int = config.EARLY_STOPPING_ROUNDS,
+) -> TrainResult:
+    """Load and split the data, fit the classifier, log the model and write the test predictions.
+
+    The current ``model_name@champion``, if its inputs fit, is scored on the same test rows and
+    its probabilities travel in the predictions CSV for the gate.
+
+    Raises:
+        DataError: The data file breaks the data contract.
+        PystockError: A parameter is out of range.
+    """
+    params = TrainParams(num_boost_round, max_depth, learning_rate, early_stopping_rounds, random_state)
+    timer = StepTimer()
+    with step_run("train_model") as run:
+        log_missing_params(
+            run,
+            {"data_file": data_file, "model_name": model_name, "predictions_file": predictions_file or ""}
+            | {"split": split}
+            | {"test_size": test_size, "threshold": threshold}
+            | asdict(params),
+        )
+        check_train_params(split, test_size, threshold, params)
+        with timer.phase("load"):
+            dataset = load_dataset(data_file)
+        with timer.phase("digest"):
+            digest = file_digest(dataset.path)
+        mlflow.set_tags(
+            {
+                config.TAG_DATA_FILE: str(dataset.path),
+                config.TAG_DATA_DIGEST: digest,
+                config.TAG_CODE_VERSION: code_version(),
+            }
+        )
+        _log_dataset_input(dataset, digest)
+        parts = split_rows(
+            dataset.labels, split=split, test_size=test_size, random_state=random_state, source=dataset.path
+        )
+        features, labels = dataset.features, dataset.labels
+        with timer.phase("fit"):
+            booster = _fit_with_autolog(features, labels, parts, params)
+
+        x_test, y_test = features.iloc[parts.test], labels[parts.test]
+        with timer.phase("predict"):
+            # Each distinct test row is predicted once, by the candidate and the champion alike.
+            test_rows = distinct_rows(x_test)
+            y_proba = test_rows.predict(lambda rows: predict_proba(booster, rows))
+        prior = float(labels[parts.train].mean())
+        holdout = Holdout(digest, split, test_size, random_state)
+        with timer.phase("champion"):
+            champion = score_champion(model_name, test_rows.rows, holdout)
+        mlflow.set_tags(
+            {config.TAG_CHAMPION_VERSION: champion.version or "", config.TAG_CHAMPION_STATUS: champion.status}
+        )
+        champion_proba = None if champion.proba is None else test_rows.expand(champion.proba)
+        path = Path(predictions_file) if predictions_file else default_predictions_file(run.info.run_id)
+        with timer.phase("write_predictions"):
+            write_predictions(path, y_test, y_proba, threshold, prior, champion_proba=champion_proba)
+            _log_predictions_artifact(path)
+
+        with timer.phase("log_model"):
+            # float64 in the signature: a double column accepts the float64 frames pandas reads
+            # by default as well as float32 and ints; a float32 one refuses float64 input.
+            example = x_test.iloc[: config.EXAMPLE_ROWS].astype(np.float64)
+            mlflow.log_dict(_importance(booster), "feature_importance.json")
+            model_info = mlflow.xgboost.log_model(
+                booster,
+                name=config.MODEL_ARTIFACT_NAME,
+                signature=infer_signature(example, y_proba[: config.EXAMPLE_ROWS]),
+                input_example=example,
+                # Naming the requirements skips MLflow's inference, which re-imports the model
+                # in a subprocess (about 3 s a run); these are what that inference finds.
+                pip_requirements=model_requirements(),
+            )
+        mlflow.log_metrics(
+            {
+                "train_rows": _count(parts.train, labels),
+                "validation_rows": _count(parts.validation, labels),
+                "test_rows": len(y_test),
+                "training_prior": prior,
+                "num_trees": booster.num_boosted_rounds(),
+            }
+        )
+        mlflow.set_tags({config.TAG_MODEL_URI: model_info.model_uri, config.TAG_PREDICTIONS_FILE: str(path)})
+        timer.log()
+        logger.info(
+            "trained %s on %d rows; predictions in %s",
+            model_info.model_uri,
+            _count(parts.train, labels),
+            path,
+        )
+        return TrainResult(run.info.run_id, model_info.model_uri, path, digest)
+
+
+def _log_dataset_input(dataset: Dataset, digest: str) -> None:
+    """Record the training table as the run's input, by reference: its path, digest and schema.
+
+    A numpy dataset, one array per column: MLflow's pandas dataset infers its schema by testing
+    every cell in Python (over two minutes at 10M rows); this one reads only dtypes and shapes.
+    MLflow keeps dataset digests short (36 characters at most); the full sha256 is a tag.
+    """
+    matrix = dataset.features.to_numpy()
+    columns = {name: matrix[:, position] for position, name in enumerate(dataset.features.columns)}
+    with warnings.catch_warnings():
+        # Harmless: the local source resolves "in multiple ways" (both the same class).
+        warnings.simplefilter("ignore", UserWarning)
+        mlflow.log_input(
+            mlflow.data.from_numpy(
+                columns,
+                source=str(dataset.path),
+                targets=dataset.labels,
+                name=dataset.path.name,
+                digest=digest[:16],
+            ),
+            context="training",
+        )
+
+
+def _fit_with_autolog(
+    features: pd.DataFrame, labels: np.ndarray, parts: Split, params: TrainParams
+) -> xgb.Booster:
+    # Autolog records the per-round train/validation log loss. It must run inside the step's
+    # run: outside one, it ends the run it resumed. The model (with signature and example) and
+    # the feature importance (of the trees kept, not of every round tried) are logged by hand.
+    # Autolog also logs xgb.train's arguments as params, which collides with the values
+    # `mlflow run` logged as typed ("0" vs "None", ".05" vs "0.05") and makes it drop them all,
+    # so the booster params are logged here first, under names no parameter uses.
+    mlflow.log_params(
+        {key: value for key, value in params.booster_params().items() if key not in asdict(params)}
+    )
+    train = distinct_rows(features.iloc[parts.train])
+    validation = distinct_rows(features.iloc[parts.validation])
+    if train.inverse is not None:
+        logger.info("training on %d distinct rows, weighted by count", len(train.rows))
+    mlflow.log_metrics({"train_distinct_rows": len(train.rows)})
+    mlflow.xgboost.autolog(log_models=False, log_datasets=False, importance_types=[], silent=True)
+    try:
+        return fit(
+            train.rows,
+            train.labels(labels[parts.train]),
+            validation.rows,
+            validation.labels(labels[parts.validation]),
+            params,
+            w_train=train.weights(),
+            w_valid=validation.weights(),
+        )
+    finally:
+        mlflow.xgboost.autolog(disable=True)
+
+
+def _count(rows: slice | np.ndarray, labels: np.ndarray) -> int:
+    return len(labels[rows])
+
+
+def _importance(booster: xgb.Booster) -> dict[str, dict[str, float]]:
+    return {kind: booster.get_score(importance_type=kind) for kind in ("gain", "weight")}
+
+
+def _log_predictions_artifact(path: Path) -> None:
+    """Log the CSV as ``predictions/predictions.csv`` whatever the local file is called."""
+    if path.name == config.PREDICTIONS_FILE_NAME:
+        mlflow.log_artifact(str(path), artifact_path=config.PREDICTIONS_ARTIFACT_DIR)
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch) / config.PREDICTIONS_FILE_NAME
+        shutil.copyfile(path, copy)
+        mlflow.log_artifact(str(copy), artifact_path=config.PREDICTIONS_ARTIFACT_DIR)
