@@ -74,7 +74,7 @@ def score_champion(model_name: str, features: pd.DataFrame, holdout: Holdout) ->
         raise PystockError(f"champion {uri} could not be scored: {type(exc).__name__}: {exc}") from exc
     if len(proba) != len(features) or not np.all(np.isfinite(proba)) or proba.min() < 0 or proba.max() > 1:
         raise PystockError(f"champion {uri} did not predict one probability in [0, 1] per row")
-    logger.info("scored champion version %s on %d test rows", version, len(proba))
+    logger.info("scored champion version %s on %d rows", version, len(proba))
     return ChampionScore(version, "scored", proba)
 
 

@@ -8,8 +8,8 @@ is the 0/1 label and every other column a numeric feature; a leading unnamed ind
 Features are held as one compact row-major matrix: int8 when every value is a whole number that
 fits (the up/down flags: 1 byte a cell, 8x less than pandas' int64 default), otherwise float32
 (fractions, large values, and missing values, which XGBoost takes as NaN). A CSV is first parsed
-straight into int8 with pyarrow, and only parsed again as float32 when that fails, so the common
-file never exists as a wide table in memory. The label becomes int8.
+batch by batch straight into int8 with pyarrow, and only parsed again as float32 when that fails,
+so the common file never exists as a wide table in memory. The label becomes int8.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
+from sklearn.model_selection import train_test_split
 
 from pystock_training import config
 from pystock_training.errors import DataError
@@ -216,7 +217,8 @@ def _stream_small_integers(
                 features[rows:end, position] = batch.column(position).to_numpy()
             labels[rows:end] = batch.column(n_features).to_numpy()
             rows = end
-    except pa.ArrowInvalid:
+    except pa.ArrowException:
+        # Whatever it is (a bad cell, ragged rows, bad UTF-8), the general path names it.
         return None
     return features[:rows], labels[:rows]
 
@@ -431,9 +433,6 @@ def split_rows(
             test=slice(n_fit, n_rows),
         )
     else:
-        # Imported here: only the random split uses sklearn, and train_model otherwise never does.
-        from sklearn.model_selection import train_test_split
-
         fit, test = train_test_split(np.arange(n_rows), test_size=test_size, random_state=random_state)
         train, validation = train_test_split(fit, test_size=n_validation, random_state=random_state)
         parts = Split(train=train, validation=validation, test=test)
