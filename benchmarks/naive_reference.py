@@ -1,12 +1,14 @@
-"""The pipeline's work done the naive way, in one process: the reference benchmarks/scale.py compares to.
+"""The pipeline's core work done the naive way, in one process: what benchmarks/scale.py compares to.
 
     .venv/bin/python benchmarks/naive_reference.py --data-file data.csv --predictions-file out.csv
 
 What a notebook would do: pandas' default read_csv (an int64 frame), the pipeline's time split,
 ``xgb.DMatrix`` from the frames, ``xgb.train`` with the pipeline's booster parameters and early
 stopping, a per-row Python threshold, ``DataFrame.to_csv`` and ``read_csv`` for the hand-off, and
-the pipeline's sklearn metrics. No tracking, no registry, no validation. Naive, but correct: on
-the same file and settings it trains the same model and scores the same test rows as the pipeline.
+the pipeline's sklearn metrics. Naive, but correct: on the same file and settings it trains the
+same model and scores the same test rows as the pipeline. It leaves out what the pipeline adds
+(tracking, registry, gate, validation, hashing, baseline and champion metrics, plots, the saved
+model), so the comparison favours it.
 """
 
 from __future__ import annotations

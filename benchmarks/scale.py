@@ -8,7 +8,7 @@ fresh SQLite store, so there is no champion and no skip) and benchmarks/naive_re
 same settings. Each command is timed and its process tree's memory sampled every 20 ms: the peak
 of the summed RSS of the process and all its descendants (shared pages count once per process,
 so this is an upper bound, as a container's memory limit would see it). A tree whose RSS passes
---rss-limit-gb is killed and reported as "killed at > X GB": the naive reference needs ~40 GB at
+--rss-limit-gb is killed and reported as "killed at > X GB": the naive reference would need ~30 GB at
 100M rows, which would take the shared machine down.
 
 It logs a table (ratios are pipeline ÷ naive) and the pipeline's per-step breakdown from its
@@ -174,6 +174,9 @@ def measure(
                 time.sleep(SAMPLE_SECONDS)
             returncode = process.wait()
             wall = time.monotonic() - started
+            if killed:
+                # kill_tree reaped the root already, so Popen can only report 0; say what happened.
+                returncode = -signal.SIGKILL
         except BaseException:
             # Interrupted (Ctrl-C): leave nothing running that this benchmark started.
             kill_tree(root)
@@ -223,7 +226,7 @@ def dataset_for(work_dir: Path, n_rows: int, seed: int) -> Path:
 
 def pipeline_steps(tracking_uri: str) -> list[StepTiming]:
     """The pipeline run and its child runs in a fresh store, with durations and timing_* metrics."""
-    from mlflow import MlflowClient  # importing mlflow takes seconds; only the pipeline needs it
+    from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri)
     experiments = [experiment.experiment_id for experiment in client.search_experiments()]

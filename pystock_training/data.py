@@ -202,20 +202,29 @@ def _stream_small_integers(
     try:
         # pyarrow's default 1 MB blocks: larger ones only raise the peak (measured at 10M rows:
         # +55 MB per doubling) for no speed.
+        # The label as float32: the contract allows 0.0/1.0 labels, and they should not send the
+        # whole file down the slow path. Any label that is not a whole int8 still does, so the
+        # general path reports it with its line.
         reader = pa_csv.open_csv(
             path,
             read_options=read_options,
             convert_options=pa_csv.ConvertOptions(
-                column_types=dict.fromkeys(names, pa.int8()), include_columns=names
+                column_types=dict.fromkeys(names[:-1], pa.int8()) | {names[-1]: pa.float32()},
+                include_columns=names,
             ),
         )
         for batch in reader:
             end = rows + batch.num_rows
             if end > capacity or any(column.null_count for column in batch.columns):
                 return None
+            label = batch.column(n_features).to_numpy()
+            with np.errstate(invalid="ignore"):
+                whole = label.astype(np.int8)
+            if not np.array_equal(whole, label):
+                return None
             for position in range(n_features):
                 features[rows:end, position] = batch.column(position).to_numpy()
-            labels[rows:end] = batch.column(n_features).to_numpy()
+            labels[rows:end] = whole
             rows = end
     except pa.ArrowException:
         # Whatever it is (a bad cell, ragged rows, bad UTF-8), the general path names it.
@@ -326,14 +335,6 @@ def _validate(path: Path, table: pa.Table, layout: _Layout) -> Dataset:
     if label.null_count:
         raise DataError(path, f"missing label at {layout.where(path, _first_true(pc.is_null(label)))}")
     columns = table.drop_columns([LABEL_COLUMN]).columns
-    # Column by column in Arrow: no full-size temporary array, however many rows.
-    for position, column in enumerate(columns):
-        if not pa.types.is_floating(column.type):
-            continue
-        infinite = pc.is_inf(column)
-        if pc.any(infinite).as_py():
-            row = _first_true(infinite)
-            raise DataError(path, f"infinite value at {layout.where(path, row)}, {layout.column(position)}")
     return _dataset(path, _feature_matrix(columns, table.num_rows), label.to_numpy(), layout)
 
 
@@ -354,6 +355,14 @@ def _dataset(path: Path, matrix: np.ndarray, label_values: np.ndarray, layout: _
     labels = label_values.astype(np.int8, copy=False)
     if len(np.unique(labels)) < 2:
         raise DataError(path, f"every label is {labels[0]}; training needs both classes")
+    if matrix.dtype.kind == "f":
+        # Checked on the float32 matrix, not the file's values: a float64 beyond float32's range
+        # (Parquet) becomes inf only here. A column at a time: no full-size temporary.
+        for position in range(matrix.shape[1]):
+            infinite = np.flatnonzero(np.isinf(matrix[:, position]))
+            if len(infinite):
+                where = layout.where(path, int(infinite[0]))
+                raise DataError(path, f"infinite value at {where}, {layout.column(position)}")
     features = pd.DataFrame(matrix, columns=feature_names(matrix.shape[1]), copy=False)
     logger.info(
         "loaded %s: %d rows, %d %s features, %.1f%% up",
@@ -387,8 +396,10 @@ def _feature_matrix(columns: list[pa.ChunkedArray], n_rows: int) -> np.ndarray:
     del compact
     wide = np.empty((n_rows, len(columns)), dtype=np.float32)
     for position, column in enumerate(columns):
-        # Nulls become NaN, which XGBoost treats as missing.
-        wide[:, position] = column.to_numpy(zero_copy_only=False)
+        # Nulls become NaN, which XGBoost treats as missing; values beyond float32 become inf,
+        # which _dataset then reports.
+        with np.errstate(over="ignore"):
+            wide[:, position] = column.to_numpy(zero_copy_only=False)
     return wide
 
 

@@ -3,10 +3,17 @@
 The pyStock table has 14 up/down flags, so however many rows it holds, at most 2**14 = 16,384
 of them differ. XGBoost's logistic loss has a gradient linear in the label, so the distinct
 rows, each weighted by how often it occurs and labelled with its mean label, give every tree
-node the same gradient and hessian sums as the full table: the same trees, the same early
-stopping round and the same predictions (to float32 rounding), at a cost that no longer grows
-with the rows. The hist method's bins are the same too, because an int8 column holds at most
-256 distinct values, XGBoost's default ``max_bin``, and each becomes its own bin.
+node the same gradient and hessian sums as the full table, up to float rounding (the same
+numbers added in another order), at a cost that no longer grows with the rows. The hist method's
+bins are the same too: an int8 column holds at most 256 distinct values, XGBoost's default
+``max_bin``, and each gets a bin of its own, weighted or not.
+
+So with a fixed number of rounds the trees are the same and predictions agree to about 1e-7.
+Early stopping compares validation losses, and where the loss is flat to that precision the
+best round can come out a few rounds apart: a review measured 85 against 88 rounds on a
+contrived table (two columns of 256 values, random split, depth 6). On tables shaped like the
+product (14 flags, 100k to 3M rows, both splits) every trial stopped at the same round, and
+either model is as good as the other on the validation rows, to that precision.
 
 Only int8 features qualify (the loader makes whole-number features int8); a float table, or one
 whose rows hardly repeat, is used row by row as before.
@@ -21,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-# The code table has one slot per possible row; 4M slots is a 16 MB count array.
+# The code table has one slot per possible row: at 4M slots, 32 MB of counts and 16 MB of slots.
 MAX_CODES = 1 << 22
 # Below this many rows per distinct row the bookkeeping costs about what it saves.
 MIN_REPEATS = 2

@@ -8,6 +8,7 @@ when a champion was scored on the same rows, ``champion_proba`` and ``champion_p
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -22,6 +23,8 @@ REQUIRED_COLUMNS = ("y_test", "y_pred", "y_proba", "baseline_proba")
 CHAMPION_COLUMNS = ("champion_proba", "champion_pred")
 LABEL_COLUMNS = frozenset({"y_test", "y_pred", "champion_pred"})
 PROBABILITY_COLUMNS = frozenset({"y_proba", "baseline_proba", "champion_proba"})
+_LABEL_PROBLEM = "column {} must hold only 0 and 1"
+_PROBABILITY_PROBLEM = "column {} must hold probabilities in [0, 1]"
 
 
 def write_predictions(
@@ -66,7 +69,9 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
 
     Read batch by batch and checked as it goes, into compact columns (int8 labels, float64
     probabilities): millions of test rows never sit in memory as a whole Arrow table beside a
-    pandas copy of it.
+    pandas copy of it. The contract's columns are parsed as float64 and any others as text,
+    whatever the first rows look like: a streaming reader fixes each column's type from its first
+    block, and a probability column that happens to start with exact 0s and 1s is still a float.
 
     Raises:
         DataError: The file is missing or its columns or values are wrong.
@@ -74,42 +79,71 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "no such predictions file")
+    names: list[str] = []
     try:
-        reader = pa_csv.open_csv(path)
-        names = reader.schema.names
-        missing = [column for column in REQUIRED_COLUMNS if column not in names]
-        if missing:
-            raise DataError(path, f"missing column(s) {', '.join(missing)}")
-        present = [column for column in CHAMPION_COLUMNS if column in names]
-        if present and len(present) != len(CHAMPION_COLUMNS):
-            raise DataError(
-                path, f"has {present[0]} without {' and '.join(set(CHAMPION_COLUMNS) - set(present))}"
-            )
+        names = pa_csv.open_csv(path).schema.names
+        _check_columns(path, names)
+        known = LABEL_COLUMNS | PROBABILITY_COLUMNS
+        reader = pa_csv.open_csv(
+            path,
+            convert_options=pa_csv.ConvertOptions(
+                column_types={name: pa.float64() if name in known else pa.string() for name in names}
+            ),
+        )
         chunks: dict[str, list[np.ndarray]] = {name: [] for name in names}
         for batch in reader:
-            for name, column in zip(names, batch.columns, strict=True):
-                chunks[name].append(_checked(path, name, column))
-    except pa.ArrowException as exc:
-        raise DataError(path, f"not a readable predictions CSV ({str(exc).splitlines()[0]})") from exc
+            # A run of blank lines can make a batch with no rows.
+            if batch.num_rows:
+                for name, column in zip(names, batch.columns, strict=True):
+                    chunks[name].append(_checked(path, name, column))
+    except pa.ArrowInvalid as exc:
+        raise DataError(path, _explain(exc, names)) from exc
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(path, f"not a readable predictions CSV ({_first_line(exc)})") from exc
     if not chunks[REQUIRED_COLUMNS[0]]:
         raise DataError(path, "no rows")
     return pd.DataFrame({name: np.concatenate(parts) for name, parts in chunks.items()}, copy=False)
 
 
+def _check_columns(path: Path, names: list[str]) -> None:
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise DataError(path, f"duplicate column(s) {', '.join(duplicated)}")
+    missing = [column for column in REQUIRED_COLUMNS if column not in names]
+    if missing:
+        raise DataError(path, f"missing column(s) {', '.join(missing)}")
+    present = [column for column in CHAMPION_COLUMNS if column in names]
+    if present and len(present) != len(CHAMPION_COLUMNS):
+        absent = " and ".join(set(CHAMPION_COLUMNS) - set(present))
+        raise DataError(path, f"has {present[0]} without {absent}")
+
+
+def _explain(exc: pa.ArrowInvalid, names: list[str]) -> str:
+    """Name the column a conversion error is in, as the value checks would."""
+    found = re.search(r"column #(\d+)", str(exc))
+    column = names[int(found.group(1))] if found and int(found.group(1)) < len(names) else None
+    if column in LABEL_COLUMNS:
+        return _LABEL_PROBLEM.format(column)
+    if column in PROBABILITY_COLUMNS:
+        return _PROBABILITY_PROBLEM.format(column)
+    return f"not a readable predictions CSV ({_first_line(exc)})"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _checked(path: Path, name: str, column: pa.Array) -> np.ndarray:
     """One batch of one column as numpy, after checking its values where the contract says what they are."""
     if name in LABEL_COLUMNS:
-        values = column.to_numpy(zero_copy_only=False) if _numeric(column) else None
-        if values is None or column.null_count or not np.isin(values, (0, 1)).all():
-            raise DataError(path, f"column {name} must hold only 0 and 1")
+        values = column.to_numpy(zero_copy_only=False)
+        if column.null_count or not np.isin(values, (0, 1)).all():
+            raise DataError(path, _LABEL_PROBLEM.format(name))
         return values.astype(np.int8)
     if name in PROBABILITY_COLUMNS:
-        values = column.to_numpy(zero_copy_only=False).astype(np.float64) if _numeric(column) else None
-        if values is None or not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
-            raise DataError(path, f"column {name} must hold probabilities in [0, 1]")
+        values = column.to_numpy(zero_copy_only=False)
+        if not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
+            raise DataError(path, _PROBABILITY_PROBLEM.format(name))
         return values
     return column.to_numpy(zero_copy_only=False)
-
-
-def _numeric(column: pa.Array) -> bool:
-    return pa.types.is_integer(column.type) or pa.types.is_floating(column.type)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -192,6 +193,7 @@ def test_monitor_kills_the_whole_tree_past_the_limit(tmp_path: Path) -> None:
     )
     measurement = measure(python(parent, str(pid_file)), cwd=tmp_path, rss_limit_bytes=int(0.1 * GB))
     assert measurement.killed
+    assert measurement.returncode == -signal.SIGKILL
     assert measurement.peak_rss_bytes > 0.1 * GB
     assert measurement.wall_s < 60
     child = int(pid_file.read_text())

@@ -663,3 +663,45 @@ def test_random_split_draws_test_rows_from_the_whole_file() -> None:
     parts = split_rows(last_third_up(), split="random", test_size=0.33)
 
     assert set(last_third_up()[parts.test]) == {0, 1}
+
+
+def test_a_float64_beyond_float32_is_reported_as_infinite(tmp_path: Path) -> None:
+    # It passes a check on the file's float64 values and only overflows in the float32 matrix.
+    features = np.zeros((N_ROWS, 2))
+    features[1, 0] = 1e300
+    frame = pd.DataFrame(features, columns=["a", "b"]).assign(label=LABELS)
+    path = tmp_path / "huge.parquet"
+    frame.to_parquet(path)
+
+    with pytest.raises(DataError, match=r"infinite value at row 2, column 1$"):
+        load_dataset(path)
+
+
+def test_labels_are_judged_before_infinite_features(tmp_path: Path) -> None:
+    # The order of checks is part of the message a user sees: the label first, as always.
+    features, labels = make_table()
+    features[7, 1] = np.inf
+    labels = labels.copy()
+    labels[9] = 2
+    path = tmp_path / "both.csv"
+    path.write_text(csv_text(features, labels))
+
+    with pytest.raises(DataError, match=r"label 2 at line 10, expected 0 or 1"):
+        load_dataset(path)
+
+
+def test_a_fraction_after_the_first_block_widens_the_whole_table(tmp_path: Path) -> None:
+    # The int8 stream gives up mid-file and the float32 path reads everything again.
+    rng = np.random.default_rng(4)
+    flags = rng.integers(0, 2, size=(200_000, 3))
+    lines = [",".join(map(str, row)) for row in flags]
+    lines[-1] = f"0.5,{flags[-1, 1]},{flags[-1, 2]}"
+    path = tmp_path / "late.csv"
+    path.write_text("\n".join(lines) + "\n")
+
+    dataset = load_dataset(path)
+
+    assert (dataset.features.dtypes == np.float32).all()
+    assert dataset.features.iloc[-1, 0] == 0.5
+    np.testing.assert_array_equal(dataset.features.to_numpy()[:-1], flags[:-1, :2])
+    np.testing.assert_array_equal(dataset.labels, flags[:, 2])

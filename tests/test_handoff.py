@@ -240,3 +240,62 @@ def test_written_file_follows_the_umask_not_mkstemps_owner_only_mode(tmp_path: P
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def big_predictions(head_rows: int, head: str, tail: str) -> str:
+    """A predictions CSV whose first rows (several MB, beyond pyarrow's first block) differ from the rest."""
+    return HEADER.rstrip("\n") + ",note\n" + head * head_rows + tail
+
+
+@pytest.mark.parametrize(
+    ("head", "tail", "column", "expected_tail"),
+    [
+        # write_csv writes a probability of exactly 1 as "1": the column must not become ints.
+        ("1,1,1,0.5,\n", "0,0,0.43,0.5,x\n", "y_proba", 0.43),
+        ("1,1,0.9,0.5,\n", "1.0,1,0.9,0.5,x\n", "y_test", 1),
+        # An extra column empty at first and filled later.
+        ("1,1,0.9,0.5,\n", "0,0,0.1,0.5,hello\n", "note", "hello"),
+    ],
+)
+def test_types_do_not_follow_the_first_block(
+    tmp_path: Path, head: str, tail: str, column: str, expected_tail: object
+) -> None:
+    path = tmp_path / "predictions.csv"
+    path.write_text(big_predictions(200_000, head, tail))
+
+    frame = read_predictions(path)
+
+    assert len(frame) == 200_001
+    assert frame[column].iloc[-1] == expected_tail
+    assert frame["y_test"].dtype == np.int8
+    assert frame["y_proba"].dtype == np.float64
+
+
+def test_a_block_of_blank_lines_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "predictions.csv"
+    path.write_text(HEADER + "1,1,0.8,0.5\n" + "\n" * 3_000_000 + "0,0,0.2,0.5\n")
+
+    frame = read_predictions(path)
+
+    assert frame["y_proba"].tolist() == [0.8, 0.2]
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("y_test,y_pred,y_proba,baseline_proba,y_proba\n1,1,0.8,0.5,0.7\n", "duplicate column(s) y_proba"),
+        # A bad cell after the first block still gets the column's own message.
+        (HEADER + "1,1,0.8,0.5\n" * 200_000 + "1,maybe,0.8,0.5\n", "column y_pred must hold only 0 and 1"),
+        (HEADER + "1,1,0.8,0.5\n" * 200_000 + "1,1,high,0.5\n", "column y_proba must hold probabilities"),
+    ],
+)
+def test_bad_predictions_anywhere_in_the_file_get_one_line(
+    tmp_path: Path, content: str, problem: str
+) -> None:
+    path = tmp_path / "predictions.csv"
+    path.write_text(content)
+
+    with pytest.raises(DataError, match=re.escape(problem)) as caught:
+        read_predictions(path)
+
+    assert "\n" not in str(caught.value)

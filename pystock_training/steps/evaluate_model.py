@@ -14,16 +14,10 @@ import numpy as np
 
 from pystock_training import config
 from pystock_training.errors import DataError, PystockError
-from pystock_training.gate import (
-    oriented_diff,
-    paired_bootstrap_ci,
-    uses_probabilities,
-)
+from pystock_training.gate import oriented_diff, paired_bootstrap_ci, uses_probabilities
 from pystock_training.handoff import read_predictions
 from pystock_training.metrics import classification_metrics, evaluate_predictions, flatten
-from pystock_training.params import (
-    check_gate_metric,
-)
+from pystock_training.params import check_gate_metric
 from pystock_training.plots import evaluation_figures
 from pystock_training.report import evaluation_report
 from pystock_training.tracking import StepTimer, log_missing_params, step_run

@@ -15,17 +15,8 @@ from mlflow.exceptions import MlflowException
 from pystock_training import config
 from pystock_training.champion import current_champion
 from pystock_training.errors import PystockError
-from pystock_training.gate import (
-    BootstrapCI,
-    ChampionComparison,
-    Check,
-    GateDecision,
-    decide,
-)
-from pystock_training.params import (
-    GateParams,
-    check_register_params,
-)
+from pystock_training.gate import BootstrapCI, ChampionComparison, Check, GateDecision, decide
+from pystock_training.params import GateParams, check_register_params
 from pystock_training.tracking import StepTimer, log_missing_params, step_run
 
 logger = logging.getLogger(__name__)

@@ -25,11 +25,7 @@ from pystock_training.data import Dataset, Split, load_dataset, split_rows
 from pystock_training.distinct import distinct_rows
 from pystock_training.handoff import write_predictions
 from pystock_training.model import fit, model_requirements, predict_proba
-from pystock_training.params import (
-    TrainParams,
-    check_train_params,
-    default_predictions_file,
-)
+from pystock_training.params import TrainParams, check_train_params, default_predictions_file
 from pystock_training.provenance import code_version, file_digest
 from pystock_training.tracking import StepTimer, log_missing_params, step_run
 
@@ -191,7 +187,8 @@ def _fit_with_autolog(
     validation = distinct_rows(features.iloc[parts.validation])
     if train.inverse is not None:
         logger.info("training on %d distinct rows, weighted by count", len(train.rows))
-    mlflow.log_metrics({"train_distinct_rows": len(train.rows)})
+    # The rows XGBoost is given: the distinct ones when repeats were merged (train_rows counts all).
+    mlflow.log_metrics({"fit_rows": len(train.rows)})
     mlflow.xgboost.autolog(log_models=False, log_datasets=False, importance_types=[], silent=True)
     try:
         return fit(
