@@ -15,14 +15,18 @@ generator, seeded once, draws the same numbers in the same order however they ar
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
+import sys
 import time
 from pathlib import Path
 from typing import Final
 
 import click
 import numpy as np
+
+# Run as a script from anywhere: the project root holds the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pystock_training.handoff import atomic_write
 
 logger = logging.getLogger("generate_data")
 
@@ -68,33 +72,21 @@ def write_dataset(path: str | Path, n_rows: int, seed: int = 0, chunk_rows: int 
     if n_rows < 1 or chunk_rows < 1:
         raise ValueError(f"n_rows and chunk_rows must be at least 1, got {n_rows} and {chunk_rows}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    # The temp file sits in the target folder so the rename stays on one filesystem (atomic): a
-    # killed run leaves no partial file under the real name, which a cache would then trust.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            # The walk starts "down"; the first chunk also draws the 14 days before row 0's label.
-            carry = np.empty(0, dtype=np.uint8)
-            previous = 0
-            written = 0
-            while written < n_rows:
-                rows = min(chunk_rows, n_rows - written)
-                fresh = walk_flags(rng, rows + N_COLUMNS - 1 - len(carry), previous)
-                flags = np.concatenate([carry, fresh])
-                handle.write(format_rows(flags))
-                carry = flags[-(N_COLUMNS - 1) :]
-                previous = int(flags[-1])
-                written += rows
-        # mkstemp makes the file owner-only; give it the mode a plain open() would (umask).
-        umask = os.umask(0)
-        os.umask(umask)
-        Path(tmp_name).chmod(0o666 & ~umask)
-        Path(tmp_name).replace(path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    # Atomic: a killed run leaves no partial file under the real name, which a cache would trust.
+    with atomic_write(path) as handle:
+        # The walk starts "down"; the first chunk also draws the 14 days before row 0's label.
+        carry = np.empty(0, dtype=np.uint8)
+        previous = 0
+        written = 0
+        while written < n_rows:
+            rows = min(chunk_rows, n_rows - written)
+            fresh = walk_flags(rng, rows + N_COLUMNS - 1 - len(carry), previous)
+            flags = np.concatenate([carry, fresh])
+            handle.write(format_rows(flags))
+            carry = flags[-(N_COLUMNS - 1) :]
+            previous = int(flags[-1])
+            written += rows
     return path
 
 

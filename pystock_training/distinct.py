@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,7 @@ class DistinctRows:
     rows: pd.DataFrame
     inverse: np.ndarray | None
 
+    @cached_property
     def weights(self) -> np.ndarray | None:
         """How many original rows each distinct row stands for (None: one each)."""
         if self.inverse is None:
@@ -55,7 +57,7 @@ class DistinctRows:
         """The mean 0/1 label of the original rows behind each distinct row."""
         if self.inverse is None:
             return labels
-        return np.bincount(self.inverse, weights=labels, minlength=len(self.rows)) / self.weights()
+        return np.bincount(self.inverse, weights=labels, minlength=len(self.rows)) / self.weights
 
     def expand(self, values: np.ndarray) -> np.ndarray:
         """Per-distinct-row values back to one per original row, in the original order."""

@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -25,6 +28,29 @@ LABEL_COLUMNS = frozenset({"y_test", "y_pred", "champion_pred"})
 PROBABILITY_COLUMNS = frozenset({"y_proba", "baseline_proba", "champion_proba"})
 _LABEL_PROBLEM = "column {} must hold only 0 and 1"
 _PROBABILITY_PROBLEM = "column {} must hold probabilities in [0, 1]"
+
+
+@contextmanager
+def atomic_write(path: Path) -> Iterator[BinaryIO]:
+    """A binary handle whose content replaces ``path`` only when the block ends without error.
+
+    A reader (or a cache that trusts whatever file is there) sees the old file or the whole new
+    one, never a partial one; a failed or killed write leaves no temp file behind.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The temp file sits in the target folder so the rename stays on one filesystem (atomic).
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+        # mkstemp makes the file owner-only; give it the mode a plain open() would (umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        Path(tmp_name).chmod(0o666 & ~umask)
+        Path(tmp_name).replace(path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
 
 
 def write_predictions(
@@ -47,20 +73,8 @@ def write_predictions(
         columns["champion_proba"] = pa.array(np.asarray(champion_proba, dtype=np.float64))
         columns["champion_pred"] = pa.array((np.asarray(champion_proba) >= threshold).astype(np.int8))
     table = pa.table(columns)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The temp file sits in the target folder so the rename stays on one filesystem (atomic).
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            pa_csv.write_csv(table, handle, pa_csv.WriteOptions(quoting_style="none"))
-        # mkstemp makes the file owner-only; give it the mode a plain open() would (umask).
-        umask = os.umask(0)
-        os.umask(umask)
-        Path(tmp_name).chmod(0o666 & ~umask)
-        Path(tmp_name).replace(path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as handle:
+        pa_csv.write_csv(table, handle, pa_csv.WriteOptions(quoting_style="none"))
     return path
 
 

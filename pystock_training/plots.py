@@ -13,16 +13,24 @@ from matplotlib.figure import Figure
 from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
-from pystock_training.metrics import group_predictions
+from pystock_training.metrics import Predictions, group_predictions
 
 
 def evaluation_figures(
-    y_true: np.ndarray, y_pred: np.ndarray, y_proba: np.ndarray, baseline_proba: np.ndarray
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    y_proba: np.ndarray,
+    baseline_proba: np.ndarray,
+    rows: Predictions | None = None,
 ) -> dict[str, Figure]:
-    """Figures keyed by the artifact file name they are logged under."""
+    """Figures keyed by the artifact file name they are logged under.
+
+    ``rows`` are the same predictions grouped by ``group_predictions``, if the caller has them.
+    """
     figures: dict[str, Figure] = {}
     # Repeated rows merged into weights: the same curves from thousands of points, not millions.
-    rows = group_predictions(y_true, y_pred, y_proba)
+    if rows is None:
+        rows = group_predictions(y_true, y_pred, y_proba)
 
     fig, ax = _figure((5, 4))
     ConfusionMatrixDisplay.from_predictions(

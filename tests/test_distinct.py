@@ -47,7 +47,7 @@ def test_distinct_rows_reproduce_every_row_count_and_mean_label() -> None:
     assert distinct.rows.dtypes.eq(np.int8).all()
     # Every original row is its distinct row, in the original order.
     np.testing.assert_array_equal(distinct.expand(distinct.rows.to_numpy()), matrix)
-    weights = distinct.weights()
+    weights = distinct.weights
     assert weights.sum() == len(features)
     expected = (
         features.assign(label=labels)
@@ -76,7 +76,7 @@ def test_rows_are_kept_as_they_are_when_merging_does_not_apply(features: pd.Data
 
     assert distinct.inverse is None, why
     assert distinct.rows is features
-    assert distinct.weights() is None
+    assert distinct.weights is None
     labels = np.arange(len(features)) % 2
     assert distinct.labels(labels) is labels
     values = np.arange(len(features))
@@ -100,8 +100,8 @@ def test_training_on_distinct_rows_gives_the_model_of_all_rows() -> None:
         valid.rows,
         valid.labels(y_valid),
         params,
-        w_train=train.weights(),
-        w_valid=valid.weights(),
+        w_train=train.weights,
+        w_valid=valid.weights,
     )
 
     # Early stopping found a round inside the budget, and the same one both ways.

@@ -17,10 +17,12 @@ from pystock_training.metrics import (
     METRIC_NAMES,
     PROBA_METRICS,
     baseline_predictions,
+    baseline_rows,
     classification_metrics,
     evaluate_predictions,
     flatten,
     group_predictions,
+    grouped_metrics,
     lift,
 )
 from pystock_training.report import PLOTS, evaluation_report
@@ -240,6 +242,19 @@ def test_baseline_scores(y_true: list[int], prior: float) -> None:
     assert scores["mcc"] == 0.0
 
 
+@pytest.mark.parametrize("prior", [0.2, 0.5, 0.7])
+@pytest.mark.parametrize("n_rows", [7, 20_000])  # unmerged and merged model rows
+def test_baseline_built_from_label_counts_scores_as_the_full_baseline(prior: float, n_rows: int) -> None:
+    y_true, y_pred, y_proba = repeated_predictions(n_rows, 40, seed=2)
+    rows = group_predictions(y_true, y_pred, y_proba)
+    assert (rows.weight is None) == (n_rows == 7)
+
+    derived = grouped_metrics(baseline_rows(rows, prior))
+
+    full = classification_metrics(y_true, *baseline_predictions(prior, n_rows))
+    assert derived == pytest.approx(full, rel=1e-12, abs=1e-12)
+
+
 def test_lift_is_positive_when_the_model_is_better() -> None:
     model = {"roc_auc": 0.6, "log_loss": 0.4, "accuracy": 0.5}
     baseline = {"roc_auc": 0.5, "log_loss": 0.6, "accuracy": 0.7}
@@ -256,7 +271,8 @@ def test_lift_of_a_worse_log_loss_is_negative() -> None:
 def test_evaluate_predictions_against_the_baseline_by_hand() -> None:
     y_true, y_pred, y_proba, expected = HAND_CASES["one_false_positive"]
 
-    results = evaluate_predictions(np.array(y_true), np.array(y_pred), np.array(y_proba), prior=0.5)
+    rows = group_predictions(np.array(y_true), np.array(y_pred), np.array(y_proba))
+    results = evaluate_predictions(rows, prior=0.5)
 
     assert set(results) == {"model", "baseline", "lift"}
     assert results["model"]["roc_auc"] == pytest.approx(1.0)

@@ -49,6 +49,14 @@ def test_parquet_trains_evaluates_and_registers(tmp_path, tracking_uri) -> None:
 
     result = register_model(train_run_id=trained.run_id, evaluate_run_id=run_named("evaluate_model"))
     assert result.promoted
+    # Each step says where its time went, on its own run (benchmarks/scale.py reads these).
+    for run_id, phases in (
+        (trained.run_id, {"load", "digest", "fit", "predict", "champion", "write_predictions", "log_model"}),
+        (run_named("evaluate_model"), {"read_predictions", "metrics", "plots"}),
+        (run_named("register_model"), {"register", "serving_check"}),
+    ):
+        logged = {k for k in mlflow.get_run(run_id).data.metrics if k.startswith("timing_")}
+        assert logged == {f"timing_{phase}_s" for phase in phases}
     version = result.version
     assert str(version.version) == "1"
     assert {config.ALIAS_CHAMPION, config.ALIAS_CHALLENGER} <= set(version.aliases)

@@ -16,7 +16,7 @@ from pystock_training import config
 from pystock_training.errors import DataError, PystockError
 from pystock_training.gate import oriented_diff, paired_bootstrap_ci, uses_probabilities
 from pystock_training.handoff import read_predictions
-from pystock_training.metrics import classification_metrics, evaluate_predictions, flatten
+from pystock_training.metrics import classification_metrics, evaluate_predictions, flatten, group_predictions
 from pystock_training.params import check_gate_metric
 from pystock_training.plots import evaluation_figures
 from pystock_training.report import evaluation_report
@@ -58,7 +58,9 @@ def evaluate_model(
         has_champion = "champion_proba" in frame.columns
         with timer.phase("metrics"):
             try:
-                results = evaluate_predictions(y_true, y_pred, y_proba, float(baseline_proba[0]))
+                # Grouped once: the metrics and the plots both work from these rows.
+                rows = group_predictions(y_true, y_pred, y_proba)
+                results = evaluate_predictions(rows, float(baseline_proba[0]))
                 comparison = None
                 if has_champion:
                     champion_pred = frame["champion_pred"].to_numpy()
@@ -84,7 +86,7 @@ def evaluate_model(
             }
         mlflow.log_metrics(flat)
         with timer.phase("plots"):
-            for name, figure in evaluation_figures(y_true, y_pred, y_proba, baseline_proba).items():
+            for name, figure in evaluation_figures(y_true, y_pred, y_proba, baseline_proba, rows).items():
                 mlflow.log_figure(figure, f"plots/{name}")
         mlflow.log_dict(
             results | {"champion_comparison": asdict(comparison) if comparison else None}, "evaluation.json"

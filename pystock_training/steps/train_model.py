@@ -197,8 +197,8 @@ def _fit_with_autolog(
             validation.rows,
             validation.labels(labels[parts.validation]),
             params,
-            w_train=train.weights(),
-            w_valid=validation.weights(),
+            w_train=train.weights,
+            w_valid=validation.weights,
         )
     finally:
         mlflow.xgboost.autolog(disable=True)
