@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -107,8 +109,10 @@ def test_two_cron_ticks_together_train_once_and_an_idle_tick_leaves_no_trace(tmp
     assert len(client.search_runs(["0"], max_results=1000)) == runs_before
 
 
-def start_pipeline(tmp_path: Path, tracking_uri: str, *params: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+@contextlib.contextmanager
+def running_pipeline(tmp_path: Path, tracking_uri: str, *params: str) -> Iterator[subprocess.Popen[str]]:
+    """`mlflow run` in its own process group, killed whole on the way out if it is still running."""
+    pipeline = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "run", str(PROJECT_ROOT), "--env-manager", "local", *params],
         cwd=tmp_path,
         env=subprocess_env(tracking_uri),
@@ -117,6 +121,14 @@ def start_pipeline(tmp_path: Path, tracking_uri: str, *params: str) -> subproces
         text=True,
         start_new_session=True,
     )
+    try:
+        yield pipeline
+    finally:
+        if pipeline.poll() is None:
+            # A failed assertion must not leave a 100k-round training behind on a shared machine.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pipeline.pid, signal.SIGKILL)
+            pipeline.communicate()
 
 
 def wait_for_running_train(client: MlflowClient, timeout: float = 120) -> str:
@@ -135,8 +147,12 @@ def wait_for_running_train(client: MlflowClient, timeout: float = 120) -> str:
 
 
 def slow_training_data(tmp_path: Path) -> tuple[Path, tuple[str, ...]]:
+    # Training must still be running when the test's signal lands, however loaded the machine is:
+    # 60k rows train as about 14k distinct rows at about 1 ms a round, so 100k rounds is minutes of
+    # headroom. (3,000 rounds once finished before a SIGTERM arrived on a busy CI machine.) The test
+    # kills the pipeline long before that, and `running_pipeline` kills it if an assertion fails first.
     data = write_data(tmp_path / "big.csv", n_rows=60_000, seed=5)
-    return data, ("-P", f"data_file={data}", "-P", "early_stopping_rounds=0", "-P", "num_boost_round=3000")
+    return data, ("-P", f"data_file={data}", "-P", "early_stopping_rounds=0", "-P", "num_boost_round=100000")
 
 
 def statuses(client: MlflowClient) -> list[str]:
@@ -146,10 +162,10 @@ def statuses(client: MlflowClient) -> list[str]:
 def test_kill_9_leaves_orphans_that_the_next_start_reaps(tmp_path, tracking_uri) -> None:
     client = MlflowClient(tracking_uri)
     data, params = slow_training_data(tmp_path)
-    pipeline = start_pipeline(tmp_path, tracking_uri, *params)
-    wait_for_running_train(client)
-    os.killpg(pipeline.pid, signal.SIGKILL)
-    pipeline.wait(timeout=30)
+    with running_pipeline(tmp_path, tracking_uri, *params) as pipeline:
+        wait_for_running_train(client)
+        os.killpg(pipeline.pid, signal.SIGKILL)
+        pipeline.wait(timeout=30)
     assert statuses(client).count("RUNNING") == 2  # the parent and train_model, orphaned
 
     small = write_data(tmp_path / "small.csv")
@@ -165,15 +181,15 @@ def test_kill_9_leaves_orphans_that_the_next_start_reaps(tmp_path, tracking_uri)
 def test_sigterm_to_a_step_ends_every_run(tmp_path, tracking_uri) -> None:
     client = MlflowClient(tracking_uri)
     data, params = slow_training_data(tmp_path)
-    pipeline = start_pipeline(tmp_path, tracking_uri, *params)
-    train_run_id = wait_for_running_train(client)
-    step_pid = next(
-        int(proc.name)
-        for proc in Path("/proc").iterdir()
-        if proc.name.isdigit() and "train_model.py" in _cmdline(proc) and str(data) in _cmdline(proc)
-    )
-    os.kill(step_pid, signal.SIGTERM)
-    output = pipeline.communicate(timeout=120)[0]
+    with running_pipeline(tmp_path, tracking_uri, *params) as pipeline:
+        train_run_id = wait_for_running_train(client)
+        step_pid = next(
+            int(proc.name)
+            for proc in Path("/proc").iterdir()
+            if proc.name.isdigit() and "train_model.py" in _cmdline(proc) and str(data) in _cmdline(proc)
+        )
+        os.kill(step_pid, signal.SIGTERM)
+        output = pipeline.communicate(timeout=120)[0]
     assert pipeline.returncode != 0
     assert client.get_run(train_run_id).info.status in {"KILLED", "FAILED"}
     assert "RUNNING" not in statuses(client)
