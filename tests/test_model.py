@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import xgboost as xgb
 
 from pystock_training.model import fit, predict_proba
 from pystock_training.params import TrainParams
+from tests.conftest import PROJECT_ROOT
 
 
 def frame(n_rows: int, seed: int, signal: bool) -> tuple[pd.DataFrame, np.ndarray]:
@@ -62,3 +66,51 @@ def test_no_early_stopping_trains_every_round() -> None:
     x, y = frame(200, 6, signal=False)
     booster = fit(x, y, x, y, TrainParams(num_boost_round=17, early_stopping_rounds=0))
     assert booster.num_boosted_rounds() == 17
+
+
+# Runs in a child process, because the failure it guards against aborts the process. A profile
+# hook sends SIGTERM at the moment XGBoost calls back into Python to hand over the data, so the
+# signal lands inside the ctypes callback every time, not by luck of timing.
+SIGTERM_DURING_CALLBACK = """
+import signal, sys
+import numpy as np, pandas as pd
+from pystock_training.model import fit
+from pystock_training.params import TrainParams
+from pystock_training.tracking import Terminated, raise_on_sigterm
+
+raise_on_sigterm()
+rng = np.random.default_rng(0)
+x = pd.DataFrame(rng.integers(0, 2, size=(500, 14)).astype(np.int8))
+y = rng.integers(0, 2, 500).astype(np.float32)
+sent = []
+
+def send_sigterm_in_callback(frame, event, _arg):
+    if event == "call" and frame.f_code.co_name == "_next_wrapper" and not sent:
+        sent.append(frame.f_code.co_qualname)
+        signal.raise_signal(signal.SIGTERM)
+
+sys.setprofile(send_sigterm_in_callback)
+try:
+    fit(x, y, x, y, TrainParams(num_boost_round=5, early_stopping_rounds=0))
+except Terminated as exc:
+    sys.setprofile(None)
+    print("raised", exc, "after a signal in", sent)
+    sys.exit(3)
+sys.setprofile(None)
+print("finished after a signal in", sent)
+"""
+
+
+def test_sigterm_while_xgboost_reads_the_data_ends_in_terminated_not_a_crash() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", SIGTERM_DURING_CALLBACK],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # Exit 3 is the script's own: fit raised Terminated (after the matrices were built), and the
+    # signal was sent from inside XGBoost's data callback. A crash exits by signal (negative).
+    assert result.returncode == 3, (result.returncode, result.stdout, result.stderr[-3000:])
+    assert "raised terminated by SIGTERM after a signal in ['DataIter._next_wrapper']" in result.stdout
+    assert "Exception ignored" not in result.stderr
