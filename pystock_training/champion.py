@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from pystock_training import config
-from pystock_training.errors import PystockError
+from pystock_training.errors import PystockError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def score_champion(model_name: str, features: pd.DataFrame, holdout: Holdout) ->
         signature = mlflow.models.get_model_info(uri).signature
         champion_holdout = _holdout_of(model_name, version)
     except MlflowException as exc:
-        raise PystockError(f"champion {uri} could not be read: {exc.message}") from exc
+        raise PystockError(f"champion {uri} could not be read: {first_line(exc)}") from exc
     expected = list(features.columns)
     if signature is None or signature.inputs.input_names() != expected:
         found = signature.inputs.input_names() if signature else "no signature"
@@ -71,7 +71,10 @@ def score_champion(model_name: str, features: pd.DataFrame, holdout: Holdout) ->
     try:
         proba = np.asarray(mlflow.pyfunc.load_model(uri).predict(features), dtype=np.float64).ravel()
     except Exception as exc:
-        raise PystockError(f"champion {uri} could not be scored: {type(exc).__name__}: {exc}") from exc
+        # One line: a schema-enforcement error, say, runs to many.
+        raise PystockError(
+            f"champion {uri} could not be scored: {type(exc).__name__}: {first_line(exc)}"
+        ) from exc
     if len(proba) != len(features) or not np.all(np.isfinite(proba)) or proba.min() < 0 or proba.max() > 1:
         raise PystockError(f"champion {uri} did not predict one probability in [0, 1] per row")
     logger.info("scored champion version %s on %d rows", version, len(proba))

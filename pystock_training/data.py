@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from sklearn.model_selection import train_test_split
 
 from pystock_training import config
-from pystock_training.errors import DataError
+from pystock_training.errors import DataError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def _read_parquet(path: Path) -> tuple[pa.Table, _Layout]:
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(path, f"not a readable Parquet file ({_first_line(exc)})") from exc
+        raise DataError(path, f"not a readable Parquet file ({first_line(exc)})") from exc
     # pandas stores a non-default index (a date, say) as extra columns and lists them in its
     # metadata; like the CSV index column, they are not features.
     pandas_meta = table.schema.pandas_metadata or {}
@@ -217,10 +217,8 @@ def _stream_small_integers(
             end = rows + batch.num_rows
             if end > capacity or any(column.null_count for column in batch.columns):
                 return None
-            label = batch.column(n_features).to_numpy()
-            with np.errstate(invalid="ignore"):
-                whole = label.astype(np.int8)
-            if not np.array_equal(whole, label):
+            whole = _exact_int8(batch.column(n_features).to_numpy())
+            if whole is None:
                 return None
             for position in range(n_features):
                 features[rows:end, position] = batch.column(position).to_numpy()
@@ -262,7 +260,7 @@ def _explain_csv_error(path: Path, exc: pa.ArrowInvalid, names: list[str], layou
 
     The extra scans run only on this error path, so plain Python is fine here.
     """
-    message = _first_line(exc)
+    message = first_line(exc)
     if "Expected" in message and "columns" in message:
         line = _find_ragged_line(path, len(names))
         where = f" at line {line}" if line else ""
@@ -324,11 +322,6 @@ def _csv_line_of_row(path: Path, row: int, skip_lines: int) -> int:
     return row + 1 + skip_lines
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _validate(path: Path, table: pa.Table, layout: _Layout) -> Dataset:
     _check_row_count(path, table.num_rows)
     label = table[LABEL_COLUMN]
@@ -384,11 +377,8 @@ def _feature_matrix(columns: list[pa.ChunkedArray], n_rows: int) -> np.ndarray:
     for position, column in enumerate(columns):
         if column.null_count:
             break
-        values = column.to_numpy()
-        with np.errstate(invalid="ignore"):  # NaN and out-of-range floats cast to junk, caught below
-            as_int8 = values.astype(np.int8)
-        # A wrapped large value or a fraction (or NaN) compares unequal to itself in int8.
-        if not np.array_equal(as_int8, values):
+        as_int8 = _exact_int8(column.to_numpy())
+        if as_int8 is None:
             break
         compact[:, position] = as_int8
     else:
@@ -401,6 +391,14 @@ def _feature_matrix(columns: list[pa.ChunkedArray], n_rows: int) -> np.ndarray:
         with np.errstate(over="ignore"):
             wide[:, position] = column.to_numpy(zero_copy_only=False)
     return wide
+
+
+def _exact_int8(values: np.ndarray) -> np.ndarray | None:
+    """``values`` as int8 when every one is a whole number that fits, else None."""
+    with np.errstate(invalid="ignore"):  # NaN and out-of-range floats cast to junk, caught below
+        as_int8 = values.astype(np.int8)
+    # A wrapped large value or a fraction (or NaN) compares unequal to itself in int8.
+    return as_int8 if np.array_equal(as_int8, values) else None
 
 
 def _first_true(mask: pa.ChunkedArray) -> int:

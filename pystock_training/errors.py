@@ -1,6 +1,12 @@
 """Errors the pipeline reports as one line and a non-zero exit, without a traceback."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (a library's may run to pages), or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class PystockError(Exception):
     """An expected failure whose message alone tells the user what is wrong."""
 

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from pystock_training.errors import DataError
+from pystock_training.errors import DataError, first_line
 
 REQUIRED_COLUMNS = ("y_test", "y_pred", "y_proba", "baseline_proba")
 CHAMPION_COLUMNS = ("champion_proba", "champion_pred")
@@ -113,7 +113,7 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     except pa.ArrowInvalid as exc:
         raise DataError(path, _explain(exc, names)) from exc
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(path, f"not a readable predictions CSV ({_first_line(exc)})") from exc
+        raise DataError(path, f"not a readable predictions CSV ({first_line(exc)})") from exc
     if not chunks[REQUIRED_COLUMNS[0]]:
         raise DataError(path, "no rows")
     return pd.DataFrame({name: np.concatenate(parts) for name, parts in chunks.items()}, copy=False)
@@ -140,12 +140,7 @@ def _explain(exc: pa.ArrowInvalid, names: list[str]) -> str:
         return _LABEL_PROBLEM.format(column)
     if column in PROBABILITY_COLUMNS:
         return _PROBABILITY_PROBLEM.format(column)
-    return f"not a readable predictions CSV ({_first_line(exc)})"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return f"not a readable predictions CSV ({first_line(exc)})"
 
 
 def _checked(path: Path, name: str, column: pa.Array) -> np.ndarray:

@@ -31,10 +31,8 @@ PROBA_METRICS: Final[dict[str, Callable[..., float]]] = {
     "average_precision": skm.average_precision_score,
     "log_loss": partial(skm.log_loss, labels=[0, 1]),
 }
-# The names live in config, so parameter checks need not import sklearn; tests/test_metrics.py
-# checks they agree with the functions above.
-METRIC_NAMES: Final = config.METRIC_NAMES
-LOWER_IS_BETTER: Final = config.LOWER_IS_BETTER
+# Their names, and which are better when lower, live in config (parameter checks must not
+# import sklearn); tests/test_metrics.py checks they agree with the functions above.
 
 
 @dataclass(frozen=True)
@@ -110,7 +108,9 @@ def baseline_predictions(prior: float, n_rows: int) -> tuple[np.ndarray, np.ndar
 def lift(model: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
     """How much better the model is than the baseline per metric; positive means better."""
     return {
-        name: (baseline[name] - model[name]) if name in LOWER_IS_BETTER else (model[name] - baseline[name])
+        name: (baseline[name] - model[name])
+        if name in config.LOWER_IS_BETTER
+        else (model[name] - baseline[name])
         for name in model
     }
 

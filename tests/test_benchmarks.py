@@ -37,7 +37,6 @@ from benchmarks.scale import (
 )
 from pystock_training import config
 from pystock_training.data import load_dataset, split_rows
-from pystock_training.metrics import METRIC_NAMES
 from pystock_training.model import fit, predict_proba
 from pystock_training.params import TrainParams
 from tests.conftest import PROJECT_ROOT
@@ -151,7 +150,7 @@ def test_naive_reference_trains_the_pipelines_model(tmp_path: Path) -> None:
     predictions_file = tmp_path / "predictions.csv"
     scores = naive_reference(data_file, predictions_file, num_boost_round=20)
     naive = pd.read_csv(predictions_file)
-    assert set(scores) == set(METRIC_NAMES)
+    assert set(scores) == set(config.METRIC_NAMES)
     assert scores["roc_auc"] == pytest.approx(roc_auc_score(naive["y_test"], naive["y_proba"]))
 
     dataset = load_dataset(data_file)

@@ -13,8 +13,6 @@ from sklearn import metrics as skm
 from pystock_training import config
 from pystock_training.metrics import (
     LABEL_METRICS,
-    LOWER_IS_BETTER,
-    METRIC_NAMES,
     PROBA_METRICS,
     baseline_predictions,
     baseline_rows,
@@ -128,9 +126,9 @@ def test_classification_metrics_by_hand(case: str) -> None:
 
 
 def test_metric_names_are_the_logged_names() -> None:
-    assert set(METRIC_NAMES) == ALL_METRICS
-    assert len(METRIC_NAMES) == len(ALL_METRICS)
-    assert frozenset({"log_loss"}) == LOWER_IS_BETTER
+    assert set(config.METRIC_NAMES) == ALL_METRICS
+    assert len(config.METRIC_NAMES) == len(ALL_METRICS)
+    assert frozenset({"log_loss"}) == config.LOWER_IS_BETTER
 
 
 def test_config_names_exactly_the_metrics_computed() -> None:

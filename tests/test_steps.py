@@ -7,8 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from mlflow.models import infer_signature
 
 from pystock_training import config
+from pystock_training.champion import Holdout, score_champion
 from pystock_training.errors import DataError, PystockError
 from pystock_training.steps.evaluate_model import evaluate_model
 from pystock_training.steps.register_model import register_model, serving_check
@@ -196,9 +198,39 @@ def test_a_champion_that_cannot_be_scored_fails_training_instead_of_being_skippe
     # any candidate take over, so training fails and the next run retries.
     for model_file in (tmp_path / "mlruns").rglob("MLmodel"):
         model_file.unlink()
-    with pytest.raises(PystockError, match="champion models:/training-model-psystock/1 could not be"):
+    with pytest.raises(
+        PystockError, match="champion models:/training-model-psystock/1 could not be"
+    ) as error:
         train_model(data_file=signal_csv, predictions_file=predictions, num_boost_round=10, random_state=3)
+    assert "\n" not in str(error.value)
     assert MlflowClient().get_run(run_named("train_model")).info.status == "FAILED"
+
+
+class _FailingModel(mlflow.pyfunc.PythonModel):
+    """A champion that loads but cannot predict, with a message of several lines."""
+
+    def predict(self, context, model_input, params=None):
+        raise ValueError("the first line\nthe second line\nthe third line")
+
+
+def test_a_champion_whose_prediction_fails_is_reported_in_one_line(tracking_uri) -> None:
+    features = pd.DataFrame(np.zeros((4, 14), dtype=np.float64), columns=[f"f{i}" for i in range(14)])
+    with mlflow.start_run():
+        mlflow.log_params({"split": "time", "test_size": 0.33, "random_state": 42})
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=_FailingModel(),
+            signature=infer_signature(features, np.zeros(4)),
+            pip_requirements=[],
+        )
+    # Trained on another file, so its holdout cannot overlap and it is scored.
+    version = mlflow.register_model(info.model_uri, config.MODEL_NAME, tags={config.TAG_DATA_DIGEST: "other"})
+    MlflowClient().set_registered_model_alias(config.MODEL_NAME, config.ALIAS_CHAMPION, version.version)
+    with pytest.raises(PystockError) as error:
+        score_champion(config.MODEL_NAME, features, Holdout("this-file", "time", 0.33, 42))
+    assert str(error.value) == (
+        f"champion models:/{config.MODEL_NAME}/1 could not be scored: ValueError: the first line"
+    )
 
 
 def test_a_champion_that_trained_on_these_rows_is_not_compared(tmp_path, tracking_uri, signal_csv) -> None:

@@ -127,9 +127,10 @@ def train_model(
                 # in a subprocess (about 3 s a run); these are what that inference finds.
                 pip_requirements=model_requirements(),
             )
+        train_rows = _count(parts.train, labels)
         mlflow.log_metrics(
             {
-                "train_rows": _count(parts.train, labels),
+                "train_rows": train_rows,
                 "validation_rows": _count(parts.validation, labels),
                 "test_rows": len(y_test),
                 "training_prior": prior,
@@ -141,7 +142,7 @@ def train_model(
         logger.info(
             "trained %s on %d rows; predictions in %s",
             model_info.model_uri,
-            _count(parts.train, labels),
+            train_rows,
             path,
         )
         return TrainResult(run.info.run_id, model_info.model_uri, path, digest)
