@@ -34,31 +34,49 @@ def code_version(root: Path = PROJECT_ROOT) -> str:
     return f"{commit}+dirty" if dirty else commit
 
 
-# What the model depends on: the entry points, the package and the pinned environment. Tests,
-# docs and data are left out (the data enters the run key through its own digest).
-SOURCE_PATTERNS = ("MLproject", "conda.yaml", "requirements.lock", "*.py", "pystock_training/**/*.py")
+# Exactly what can change the model: the package, the step scripts `mlflow run` executes, the
+# entry points and the pinned environment (conda.yaml is generated from the lock and is the env
+# under --env-manager conda/virtualenv). Step scripts are named, not globbed, so a helper script
+# at the top level does not retrain. Docs, tests, benchmarks and scripts/ stay out; the data enters
+# the run key through its own digest.
+SOURCE_PATTERNS = (
+    "MLproject",
+    "conda.yaml",
+    "requirements.lock",
+    "main.py",
+    "train_model.py",
+    "evaluate_model.py",
+    "register_model.py",
+    "pystock_training/**/*.py",
+)
 
 
 def source_digest(root: Path = PROJECT_ROOT) -> str:
-    """sha256 over the paths and bytes of the source files, in a stable order."""
+    """sha256 over the relative paths and bytes of the files ``SOURCE_PATTERNS`` name, in a stable order."""
     digest = hashlib.sha256()
-    paths = sorted({path for pattern in SOURCE_PATTERNS for path in root.glob(pattern) if path.is_file()})
+    paths = sorted(
+        {
+            path
+            for pattern in SOURCE_PATTERNS
+            for path in root.glob(pattern)
+            if path.is_file() and "__pycache__" not in path.relative_to(root).parts
+        }
+    )
     for path in paths:
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
+        data = path.read_bytes()
+        # Length-prefixed, so no split of bytes between a path and its content hashes alike.
+        digest.update(f"{path.relative_to(root).as_posix()}\0{len(data)}\0".encode())
+        digest.update(data)
     return digest.hexdigest()
 
 
 def code_fingerprint(root: Path = PROJECT_ROOT) -> str:
-    """The code's identity for the run key: the commit when the tree is clean, else the sources' hash.
+    """The code's identity for the run key: the hash of the model-changing sources as they are on disk.
 
-    A dirty tree or a copy without git has no commit that describes it, so the files themselves
-    decide: an edit retrains, a checkout of the same code does not.
+    Git state plays no part: a docs-only commit must not retrain, an untracked new module must, and
+    a checkout or an image without ``.git`` of the same code must get the same key.
     """
-    version = code_version(root)
-    if version == "unknown" or version.endswith("+dirty"):
-        return f"sources:{source_digest(root)}"
-    return version
+    return f"sources:{source_digest(root)}"
 
 
 def _git(root: Path, *args: str) -> str:
