@@ -15,6 +15,11 @@ from pystock_training.steps.train_model import train_model
     default="",
     help="Where to write the test predictions CSV. Empty: a temp path unique to this run.",
 )
+@click.option(
+    "--data-digest",
+    default="",
+    help="The sha256 the data file must hash to as it is read (the driver's run key). Empty: any.",
+)
 def main(**params: object) -> None:
     """Train the XGBoost up/down classifier and log it as `model`."""
     configure_logging()

@@ -15,6 +15,7 @@ so the common file never exists as a wide table in memory. The label becomes int
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ import pyarrow.parquet as pq
 from sklearn.model_selection import train_test_split
 
 from pystock_training import config
+from pystock_training.digest import CHUNK_BYTES, FileDigest, HashingReader
 from pystock_training.errors import DataError, first_line
 
 logger = logging.getLogger(__name__)
@@ -52,11 +54,14 @@ class Dataset:
             module docstring), backed by one C-ordered matrix that ``features.to_numpy()``
             returns without a copy.
         labels: int8 array of 0/1.
+        digest: The sha256 and size of the bytes these rows were parsed from, taken in the same
+            pass, with the prefix digests asked for.
     """
 
     path: Path
     features: pd.DataFrame
     labels: np.ndarray
+    digest: FileDigest
 
     @property
     def n_rows(self) -> int:
@@ -78,8 +83,10 @@ def feature_names(n_features: int) -> list[str]:
     return [f"f{i}" for i in range(n_features)]
 
 
-def load_dataset(path: str | Path) -> Dataset:
-    """Read and validate a training table (CSV or Parquet).
+def load_dataset(path: str | Path, prefix_sizes: tuple[int, ...] = ()) -> Dataset:
+    """Read and validate a training table (CSV or Parquet), hashing its bytes as they are parsed.
+
+    ``prefix_sizes``: offsets whose prefix digests ``Dataset.digest`` keeps (see digest.py).
 
     Raises:
         DataError: The file is missing, unreadable or breaks the data contract.
@@ -93,15 +100,19 @@ def load_dataset(path: str | Path) -> Dataset:
         raise DataError(path, "is not a regular file")
     try:
         with path.open("rb") as handle:
-            head = handle.read(SNIFF_BYTES)
+            reader = HashingReader(handle, prefix_sizes)
+            # The sniffed head comes from the same stream the parser reads: one pass, one hash.
+            stream = io.BufferedReader(reader, SNIFF_BYTES)
+            head = stream.peek(SNIFF_BYTES)[:SNIFF_BYTES]
+            if not head.strip():
+                raise DataError(path, "file is empty")
+            if head.startswith(PARQUET_MAGIC):
+                # Parquet is read from its footer backwards, so the bytes are held once, hashed.
+                table, layout = _read_parquet(path, pa.py_buffer(stream.read()))
+                return _validate(path, table, layout, reader.finish())
+            return _load_csv(path, head, stream, reader, prefix_sizes)
     except OSError as exc:
         raise DataError(path, f"cannot be read ({exc.strerror})") from exc
-    if not head.strip():
-        raise DataError(path, "file is empty")
-
-    if head.startswith(PARQUET_MAGIC):
-        return _validate(path, *_read_parquet(path))
-    return _load_csv(path, head)
 
 
 @dataclass(frozen=True)
@@ -120,9 +131,9 @@ class _Layout:
         return f"column {self.column_offset + feature + 1}"
 
 
-def _read_parquet(path: Path) -> tuple[pa.Table, _Layout]:
+def _read_parquet(path: Path, content: pa.Buffer) -> tuple[pa.Table, _Layout]:
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(pa.BufferReader(content))
     except (pa.ArrowException, OSError) as exc:
         raise DataError(path, f"not a readable Parquet file ({first_line(exc)})") from exc
     # pandas stores a non-default index (a date, say) as extra columns and lists them in its
@@ -145,7 +156,9 @@ def _read_parquet(path: Path) -> tuple[pa.Table, _Layout]:
     return pa.Table.from_arrays(columns, names=names), _Layout(skip_lines=None)
 
 
-def _load_csv(path: Path, head: bytes) -> Dataset:
+def _load_csv(
+    path: Path, head: bytes, stream: io.BufferedReader, reader: HashingReader, prefix_sizes: tuple[int, ...]
+) -> Dataset:
     if b"\x00" in head:
         raise DataError(path, "binary content, expected a CSV or Parquet file")
     lines = head.splitlines()
@@ -166,26 +179,30 @@ def _load_csv(path: Path, head: bytes) -> Dataset:
     names = [*feature_names(n_columns - 1), LABEL_COLUMN]
     read_names = ["index", *names] if has_index else names
     read_options = pa_csv.ReadOptions(column_names=read_names, skip_rows=layout.skip_lines)
-    streamed = _stream_small_integers(path, read_options, names)
+    streamed = _stream_small_integers(path, stream, read_options, names)
     if streamed is not None:
-        return _dataset(path, *streamed, layout)
+        return _dataset(path, *streamed, layout, reader.finish())
     # Anything the int8 stream refused (a fraction, a large value, a missing cell, a typo)
     # takes the general path: float32, which either reads the file or explains what is wrong.
-    try:
-        table = pa_csv.read_csv(
-            path,
-            read_options=read_options,
-            convert_options=pa_csv.ConvertOptions(
-                column_types=dict.fromkeys(names, pa.float32()), include_columns=names
-            ),
-        )
-    except pa.ArrowInvalid as exc:
-        raise DataError(path, _explain_csv_error(path, exc, read_names, layout)) from exc
-    return _validate(path, table, layout)
+    # It parses the file again from its start, so it hashes it again: the digest is always of
+    # the bytes the rows came from.
+    with path.open("rb") as handle:
+        reader = HashingReader(handle, prefix_sizes)
+        try:
+            table = pa_csv.read_csv(
+                io.BufferedReader(reader, CHUNK_BYTES),
+                read_options=read_options,
+                convert_options=pa_csv.ConvertOptions(
+                    column_types=dict.fromkeys(names, pa.float32()), include_columns=names
+                ),
+            )
+        except pa.ArrowInvalid as exc:
+            raise DataError(path, _explain_csv_error(path, exc, read_names, layout)) from exc
+        return _validate(path, table, layout, reader.finish())
 
 
 def _stream_small_integers(
-    path: Path, read_options: pa_csv.ReadOptions, names: list[str]
+    path: Path, stream: io.BufferedReader, read_options: pa_csv.ReadOptions, names: list[str]
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Parse the CSV batch by batch straight into an int8 matrix; None if any cell does not fit.
 
@@ -206,7 +223,7 @@ def _stream_small_integers(
         # whole file down the slow path. Any label that is not a whole int8 still does, so the
         # general path reports it with its line.
         reader = pa_csv.open_csv(
-            path,
+            stream,
             read_options=read_options,
             convert_options=pa_csv.ConvertOptions(
                 column_types=dict.fromkeys(names[:-1], pa.int8()) | {names[-1]: pa.float32()},
@@ -322,13 +339,13 @@ def _csv_line_of_row(path: Path, row: int, skip_lines: int) -> int:
     return row + 1 + skip_lines
 
 
-def _validate(path: Path, table: pa.Table, layout: _Layout) -> Dataset:
+def _validate(path: Path, table: pa.Table, layout: _Layout, digest: FileDigest) -> Dataset:
     _check_row_count(path, table.num_rows)
     label = table[LABEL_COLUMN]
     if label.null_count:
         raise DataError(path, f"missing label at {layout.where(path, _first_true(pc.is_null(label)))}")
     columns = table.drop_columns([LABEL_COLUMN]).columns
-    return _dataset(path, _feature_matrix(columns, table.num_rows), label.to_numpy(), layout)
+    return _dataset(path, _feature_matrix(columns, table.num_rows), label.to_numpy(), layout, digest)
 
 
 def _check_row_count(path: Path, n_rows: int) -> None:
@@ -338,7 +355,9 @@ def _check_row_count(path: Path, n_rows: int) -> None:
         raise DataError(path, f"too few rows: {n_rows}, need at least {config.MIN_ROWS}")
 
 
-def _dataset(path: Path, matrix: np.ndarray, label_values: np.ndarray, layout: _Layout) -> Dataset:
+def _dataset(
+    path: Path, matrix: np.ndarray, label_values: np.ndarray, layout: _Layout, digest: FileDigest
+) -> Dataset:
     """Check the labels and wrap the feature matrix, without copying it."""
     _check_row_count(path, len(label_values))
     bad = np.flatnonzero((label_values != 0) & (label_values != 1))
@@ -365,7 +384,7 @@ def _dataset(path: Path, matrix: np.ndarray, label_values: np.ndarray, layout: _
         matrix.dtype,
         100 * labels.mean(),
     )
-    return Dataset(path=path, features=features, labels=labels)
+    return Dataset(path=path, features=features, labels=labels, digest=digest)
 
 
 def _feature_matrix(columns: list[pa.ChunkedArray], n_rows: int) -> np.ndarray:
@@ -418,7 +437,8 @@ def split_rows(
 
     ``time`` keeps file order: the last ``test_size`` of rows are the test set, and the last
     ``validation_fraction`` of the rest validate. Overlapping sliding windows in a random split
-    would put near-copies of test rows in training. ``random`` is the original 67/33 shuffle.
+    would put near-copies of test rows in training. ``random`` is the original 67/33 shuffle;
+    its test rows are kept in file order, which the gate's block bootstrap relies on.
 
     Raises:
         DataError: A part would be empty or the train or test part would hold a single class.
@@ -442,7 +462,7 @@ def split_rows(
             test=slice(n_fit, n_rows),
         )
     else:
-        fit, test = train_test_split(np.arange(n_rows), test_size=test_size, random_state=random_state)
+        fit, test = _random_fit_test(n_rows, test_size, random_state)
         train, validation = train_test_split(fit, test_size=n_validation, random_state=random_state)
         parts = Split(train=train, validation=validation, test=test)
 
@@ -455,3 +475,15 @@ def split_rows(
                 "it needs both classes (use more rows or another test_size)",
             )
     return parts
+
+
+def holdout_rows(n_rows: int, *, split: str, test_size: float, random_state: int) -> Rows:
+    """The test part's row positions that ``split_rows`` gives a table of ``n_rows`` rows."""
+    if split == "time":
+        return slice(n_rows - math.ceil(test_size * n_rows), n_rows)
+    return _random_fit_test(n_rows, test_size, random_state)[1]
+
+
+def _random_fit_test(n_rows: int, test_size: float, random_state: int) -> tuple[np.ndarray, np.ndarray]:
+    fit, test = train_test_split(np.arange(n_rows), test_size=test_size, random_state=random_state)
+    return fit, np.sort(test)

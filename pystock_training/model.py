@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import signal
-import threading
-from collections.abc import Iterator
 from importlib.metadata import version
 
 import numpy as np
@@ -14,46 +10,13 @@ import pandas as pd
 import xgboost as xgb
 
 from pystock_training.params import TrainParams
+from pystock_training.tracking import signals_held
 
 logger = logging.getLogger(__name__)
 
 # What MLflow's requirement inference lists for this model (measured on MLflow 3.17), pinned to
 # the versions installed here, so the serving environment matches the training one.
 MODEL_REQUIREMENTS = ("mlflow", "xgboost", "numpy", "pandas", "scikit-learn", "scipy")
-
-
-HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-@contextlib.contextmanager
-def signals_held() -> Iterator[None]:
-    """Hold SIGTERM and SIGINT while XGBoost calls back into Python, then deliver them.
-
-    QuantileDMatrix pulls its data through a ctypes callback. An exception that a signal handler
-    raises inside that callback is swallowed by ctypes and leaves XGBoost's iterator half-done:
-    a SIGTERM at that moment aborted the step with ``munmap_chunk(): invalid pointer`` instead of
-    ending its run KILLED (seen in the SIGTERM end-to-end test on a loaded machine). Held signals
-    go to the handlers that were installed before, as soon as the block ends, so a stop request
-    waits at most as long as the matrices take to build. Signal handlers belong to the main
-    thread, so elsewhere this does nothing.
-    """
-    previous = {signum: signal.getsignal(signum) for signum in HELD_SIGNALS}
-    if threading.current_thread() is not threading.main_thread() or None in previous.values():
-        # None: a handler installed from C, which Python cannot put back.
-        yield
-        return
-    received: list[int] = []
-    for signum in HELD_SIGNALS:
-        signal.signal(signum, lambda signum, _frame: received.append(signum))
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        for signum in dict.fromkeys(received):
-            # Re-raised against the restored handler: Terminated for SIGTERM under the scripts,
-            # KeyboardInterrupt for SIGINT, or the default action.
-            signal.raise_signal(signum)
 
 
 def fit(

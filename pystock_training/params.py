@@ -14,6 +14,25 @@ from pathlib import Path
 from pystock_training import config
 from pystock_training.errors import PystockError
 
+# The parameters train_model takes from the driver, by their pipeline-wide names.
+TRAIN_PARAMETERS = (
+    "model_name",
+    "split",
+    "test_size",
+    "random_state",
+    "threshold",
+    "num_boost_round",
+    "max_depth",
+    "learning_rate",
+    "early_stopping_rounds",
+)
+# Training parameters left out of the run key, each with why: the same key then means the same
+# model. Every other training parameter is in it, so a new one cannot be forgotten.
+NOT_IN_RUN_KEY = {
+    "threshold": "turns the same probabilities into labels; the model does not change",
+}
+RUN_KEY_PARAMETERS = tuple(name for name in TRAIN_PARAMETERS if name not in NOT_IN_RUN_KEY)
+
 
 @dataclass(frozen=True)
 class TrainParams:

@@ -15,17 +15,19 @@ from mlflow.exceptions import ExecutionException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_PROJECT_ENTRY_POINT, MLFLOW_PROJECT_ENV
 
 from pystock_training import config
+from pystock_training.digest import file_digest
 from pystock_training.errors import DataError, PystockError
 from pystock_training.params import (
+    TRAIN_PARAMETERS,
     GateParams,
     TrainParams,
     check_register_params,
     check_train_params,
     default_predictions_file,
 )
-from pystock_training.provenance import PROJECT_ROOT
+from pystock_training.provenance import PROJECT_ROOT, code_fingerprint
 from pystock_training.tracking import log_missing_params, step_run
-from pystock_training.trigger import compute_run_key, previous_run, reap_orphans
+from pystock_training.trigger import previous_run, reap_orphans, run_key
 
 logger = logging.getLogger(__name__)
 
@@ -68,19 +70,6 @@ class PipelineParams:
         }
 
 
-TRAIN_PARAMETERS = (
-    "model_name",
-    "split",
-    "test_size",
-    "random_state",
-    "threshold",
-    "num_boost_round",
-    "max_depth",
-    "learning_rate",
-    "early_stopping_rounds",
-)
-
-
 @dataclass(frozen=True)
 class PipelineResult:
     """What one pipeline run made and decided."""
@@ -94,11 +83,18 @@ class PipelineResult:
     metrics: dict[str, float]
     summary: str
     fail_on_reject: bool = False
+    # A skipped run's recorded verdict, which it answers with: "promoted" or "rejected".
+    replayed: str = ""
 
     @property
     def exit_code(self) -> int:
-        """0 when the pipeline did its job; EXIT_REJECTED for a rejection under fail_on_reject."""
-        return EXIT_REJECTED if self.fail_on_reject and self.decision == "rejected" else 0
+        """0 when the pipeline did its job; EXIT_REJECTED for a rejection under fail_on_reject.
+
+        A skipped run replays its key's verdict, so a CI job rerun on the same commit and data
+        gets the same answer without training.
+        """
+        rejected = "rejected" in (self.decision, self.replayed)
+        return EXIT_REJECTED if self.fail_on_reject and rejected else 0
 
 
 # Distinct from 1 (an error) for callers that run main.py directly; `mlflow run` reports any
@@ -154,11 +150,14 @@ def run_pipeline(
             raise DataError(data_file.resolve(), "is a directory, expected a CSV or Parquet file")
 
         reap_orphans(run.info.experiment_id, params.reap_after_hours, exclude_run_id=run.info.run_id)
-        key = compute_run_key(data_file, params.train_params())
+        # train_model checks that the bytes it trains on hash to this, so the key, the digest
+        # and the model all describe one version of the file.
+        data_digest = file_digest(data_file).sha256
+        key = run_key(data_digest, code_fingerprint(), params.train_params())
         mlflow.set_tag(config.TAG_RUN_KEY, key)
         previous = previous_run(run.info.experiment_id, key, exclude_run_id=run.info.run_id)
         if previous is not None and not params.force:
-            return _skip(run, previous, key, started)
+            return _skip(run, previous, key, started, params.fail_on_reject)
         if previous is not None:
             logger.info("force: retraining although run %s has the same run key", previous.info.run_id)
 
@@ -172,7 +171,11 @@ def run_pipeline(
         train = _run_step(
             "train_model",
             params.train_params()
-            | {"data_file": str(data_file.resolve()), "predictions_file": str(predictions_file)},
+            | {
+                "data_file": str(data_file.resolve()),
+                "predictions_file": str(predictions_file),
+                "data_digest": data_digest,
+            },
             **common,
         )
         evaluate = _run_step(
@@ -195,6 +198,7 @@ def run_pipeline(
         shutil.rmtree(predictions_file.parent, ignore_errors=True)
 
         decision = register.data.tags[config.TAG_DECISION]
+        verdict = register.data.tags.get(config.TAG_VERDICT, "retry")
         version = register.data.tags[config.TAG_MODEL_VERSION]
         # The evaluation's scores, not its timings: the parent's own are its run's duration.
         metrics = {
@@ -209,6 +213,7 @@ def run_pipeline(
         mlflow.set_tags(
             {
                 config.TAG_DECISION: decision,
+                config.TAG_VERDICT: verdict,
                 config.TAG_MODEL_VERSION: version,
                 config.TAG_TRAIN_RUN_ID: train.info.run_id,
                 config.TAG_EVALUATE_RUN_ID: evaluate.info.run_id,
@@ -236,12 +241,13 @@ def run_pipeline(
     return result
 
 
-def _skip(run: Run, previous: Run, key: str, started: float) -> PipelineResult:
-    """End this run as ``skipped``, pointing at the run that already trained this key."""
+def _skip(run: Run, previous: Run, key: str, started: float, fail_on_reject: bool) -> PipelineResult:
+    """End this run as ``skipped``, pointing at the run whose verdict this key already has."""
     version = previous.data.tags.get(config.TAG_MODEL_VERSION, "")
+    verdict = previous.data.tags.get(config.TAG_DECISION, "")
     summary = (
         f"skipped: nothing new (run key {key[:12]}); run {previous.info.run_id} already trained it "
-        f"(version {version}, {previous.data.tags.get(config.TAG_DECISION)}); -P force=true retrains "
+        f"(version {version}, {verdict}); -P force=true retrains "
         f"in {time.monotonic() - started:.1f}s"
     )
     mlflow.set_tags(
@@ -252,8 +258,7 @@ def _skip(run: Run, previous: Run, key: str, started: float) -> PipelineResult:
             config.TAG_SUMMARY: summary,
         }
     )
-    logger.info("%s", summary)
-    return PipelineResult(
+    result = PipelineResult(
         run_id=run.info.run_id,
         train_run_id="",
         evaluate_run_id="",
@@ -262,7 +267,14 @@ def _skip(run: Run, previous: Run, key: str, started: float) -> PipelineResult:
         decision="skipped",
         metrics={},
         summary=summary,
+        fail_on_reject=fail_on_reject,
+        replayed=verdict,
     )
+    if result.exit_code:
+        logger.error("%s (fail_on_reject: exit %d, the recorded verdict)", summary, result.exit_code)
+    else:
+        logger.info("%s", summary)
+    return result
 
 
 def _run_step(

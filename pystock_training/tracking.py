@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -60,6 +61,40 @@ def raise_on_sigterm() -> None:
         raise Terminated(f"terminated by {signal.Signals(signum).name}")
 
     signal.signal(signal.SIGTERM, handler)
+
+
+HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGTERM and SIGINT across a block that must not be cut in half, then deliver them.
+
+    Two blocks need it. XGBoost's QuantileDMatrix pulls its data through a ctypes callback, and
+    an exception a signal handler raises inside it is swallowed by ctypes and leaves XGBoost's
+    iterator half-done (the step then aborts with ``munmap_chunk(): invalid pointer`` instead of
+    ending KILLED). The gate's decision, the alias move and the records describing them must
+    happen all together or not at all. Held signals go to the handlers that were installed
+    before, as soon as the block ends. Signal handlers belong to the main thread, so elsewhere
+    this does nothing.
+    """
+    previous = {signum: signal.getsignal(signum) for signum in HELD_SIGNALS}
+    if threading.current_thread() is not threading.main_thread() or None in previous.values():
+        # None: a handler installed from C, which Python cannot put back.
+        yield
+        return
+    received: list[int] = []
+    for signum in HELD_SIGNALS:
+        signal.signal(signum, lambda signum, _frame: received.append(signum))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(received):
+            # Re-raised against the restored handler: Terminated for SIGTERM under the scripts,
+            # KeyboardInterrupt for SIGINT, or the default action.
+            signal.raise_signal(signum)
 
 
 def log_missing_params(run: Run, params: Mapping[str, object]) -> None:

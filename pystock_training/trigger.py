@@ -1,9 +1,10 @@
 """Scheduling: the run key, "has this already been trained?", and reaping orphaned runs.
 
 The run key of a pipeline run hashes the dataset's bytes, the code fingerprint and the
-parameters that can change the model. An invocation whose key already has a FINISHED,
-non-skipped pipeline run trains nothing. ``python -m pystock_training.trigger`` answers the same
-question for cron without creating a run, so an idle tick leaves the store untouched.
+parameters that can change the model. An invocation whose key already has a final verdict
+(promoted, or rejected on the model's merits) trains nothing. ``python -m
+pystock_training.trigger`` answers the same question for cron without creating a run, so an
+idle tick leaves the store untouched.
 """
 
 from __future__ import annotations
@@ -23,22 +24,12 @@ from mlflow.entities import Run
 from mlflow.utils.mlflow_tags import MLFLOW_PROJECT_ENTRY_POINT
 
 from pystock_training import config
-from pystock_training.provenance import code_fingerprint, file_digest
+from pystock_training.digest import file_digest
+from pystock_training.params import RUN_KEY_PARAMETERS
+from pystock_training.provenance import code_fingerprint
 
 logger = logging.getLogger("pystock_training.trigger")  # not __main__ under python -m
 
-# Parameters that can change the trained model (or where it is registered). Threshold, the gate
-# and fail_on_reject only change what is said about the same model, so they stay out of the key.
-RUN_KEY_PARAMETERS = (
-    "model_name",
-    "split",
-    "test_size",
-    "random_state",
-    "num_boost_round",
-    "max_depth",
-    "learning_rate",
-    "early_stopping_rounds",
-)
 PIPELINE_ENTRY_POINTS = ("main", "train_model", "evaluate_model", "register_model")
 
 # Exit codes of the cron pre-check.
@@ -55,15 +46,20 @@ def run_key(data_digest: str, code: str, params: dict[str, object]) -> str:
 
 def compute_run_key(data_file: str | Path, params: dict[str, object]) -> str:
     """The run key of a pipeline over this file (hashed in chunks) with these parameters."""
-    return run_key(file_digest(data_file), code_fingerprint(), params)
+    return run_key(file_digest(data_file).sha256, code_fingerprint(), params)
 
 
 def previous_run(experiment_id: str, key: str, exclude_run_id: str | None = None) -> Run | None:
-    """The newest FINISHED, non-skipped pipeline run with this run key, if any."""
+    """The newest pipeline run with this run key that reached a final verdict, if any.
+
+    Only a verdict on the model counts (promoted, or rejected on its merits), whatever the run's
+    status: under ``fail_on_reject`` MLflow marks a rejecting run FAILED. A rejection because
+    the champion moved or the registry did not answer, an error, or a kill is retried.
+    """
     runs = MlflowClient().search_runs(
         [experiment_id],
         filter_string=(
-            f"tags.`{config.TAG_RUN_KEY}` = '{key}' and attributes.status = 'FINISHED' "
+            f"tags.`{config.TAG_RUN_KEY}` = '{key}' and tags.`{config.TAG_VERDICT}` = 'final' "
             f"and tags.`{config.TAG_DECISION}` != 'skipped'"
         ),
         order_by=["attributes.start_time DESC"],

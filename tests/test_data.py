@@ -13,7 +13,7 @@ import pytest
 from sklearn.model_selection import train_test_split
 
 from pystock_training import config
-from pystock_training.data import load_dataset, split_rows
+from pystock_training.data import holdout_rows, load_dataset, split_rows
 from pystock_training.errors import DataError
 
 N_ROWS = config.MIN_ROWS + 10
@@ -564,6 +564,9 @@ def test_time_split_keeps_file_order(n_rows: int, test_size: float) -> None:
     n_validation = math.ceil(config.VALIDATION_FRACTION * n_fit)
     train, validation, test = (positions(p, n_rows) for p in (parts.train, parts.validation, parts.test))
     np.testing.assert_array_equal(test, np.arange(n_fit, n_rows))
+    np.testing.assert_array_equal(
+        positions(holdout_rows(n_rows, split="time", test_size=test_size, random_state=0), n_rows), test
+    )
     np.testing.assert_array_equal(validation, np.arange(n_fit - n_validation, n_fit))
     np.testing.assert_array_equal(train, np.arange(0, n_fit - n_validation))
     np.testing.assert_array_equal(np.sort(np.concatenate([train, validation, test])), np.arange(n_rows))
@@ -579,9 +582,13 @@ def test_random_split_matches_sklearn_and_partitions(
 
     parts = split_rows(labels, split="random", test_size=test_size, random_state=random_state)
 
-    # The original job's split: train_test_split on the rows, test part kept as is.
+    # The original job's split: train_test_split on the rows; the test part in file order.
     _, expected_test = train_test_split(np.arange(n_rows), test_size=test_size, random_state=random_state)
-    np.testing.assert_array_equal(positions(parts.test, n_rows), expected_test)
+    np.testing.assert_array_equal(positions(parts.test, n_rows), np.sort(expected_test))
+    np.testing.assert_array_equal(
+        positions(holdout_rows(n_rows, split="random", test_size=test_size, random_state=random_state), n_rows),
+        positions(parts.test, n_rows),
+    )
     train, validation, test = (positions(p, n_rows) for p in (parts.train, parts.validation, parts.test))
     n_fit = n_rows - len(test)
     assert len(validation) == math.ceil(config.VALIDATION_FRACTION * n_fit)

@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
+from sklearn.model_selection import train_test_split
 
 from pystock_training import config
-from pystock_training.champion import Holdout, score_champion
+from pystock_training.champion import find_champion, score_champion
 from pystock_training.errors import DataError, PystockError
 from pystock_training.steps.evaluate_model import evaluate_model
 from pystock_training.steps.register_model import register_model, serving_check
@@ -53,9 +54,9 @@ def test_parquet_trains_evaluates_and_registers(tmp_path, tracking_uri) -> None:
     assert result.promoted
     # Each step says where its time went, on its own run (benchmarks/scale.py reads these).
     for run_id, phases in (
-        (trained.run_id, {"load", "digest", "fit", "predict", "champion", "write_predictions", "log_model"}),
+        (trained.run_id, {"load", "fit", "predict", "champion", "write_predictions", "log_model"}),
         (run_named("evaluate_model"), {"read_predictions", "metrics", "plots"}),
-        (run_named("register_model"), {"register", "serving_check"}),
+        (run_named("register_model"), {"register", "serving_check", "promotion"}),
     ):
         logged = {k for k in mlflow.get_run(run_id).data.metrics if k.startswith("timing_")}
         assert logged == {f"timing_{phase}_s" for phase in phases}
@@ -214,20 +215,23 @@ class _FailingModel(mlflow.pyfunc.PythonModel):
 
 
 def test_a_champion_whose_prediction_fails_is_reported_in_one_line(tracking_uri) -> None:
-    features = pd.DataFrame(np.zeros((4, 14), dtype=np.float64), columns=[f"f{i}" for i in range(14)])
+    n_rows = config.MIN_ROWS_COMPARED
+    features = pd.DataFrame(np.zeros((n_rows, 14), dtype=np.float64), columns=[f"f{i}" for i in range(14)])
     with mlflow.start_run():
         mlflow.log_params({"split": "time", "test_size": 0.33, "random_state": 42})
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=_FailingModel(),
-            signature=infer_signature(features, np.zeros(4)),
+            signature=infer_signature(features, np.zeros(n_rows)),
             pip_requirements=[],
         )
-    # Trained on another file, so its holdout cannot overlap and it is scored.
+    # Every row counts as clean here, so it is scored.
     version = mlflow.register_model(info.model_uri, config.MODEL_NAME, tags={config.TAG_DATA_DIGEST: "other"})
     MlflowClient().set_registered_model_alias(config.MODEL_NAME, config.ALIAS_CHAMPION, version.version)
     with pytest.raises(PystockError) as error:
-        score_champion(config.MODEL_NAME, features, Holdout("this-file", "time", 0.33, 42))
+        score_champion(
+            find_champion(config.MODEL_NAME), features, np.arange(n_rows) % 2, np.ones(n_rows, dtype=bool)
+        )
     assert str(error.value) == (
         f"champion models:/{config.MODEL_NAME}/1 could not be scored: ValueError: the first line"
     )
@@ -240,17 +244,28 @@ def test_a_champion_that_trained_on_these_rows_is_not_compared(tmp_path, trackin
     )
     evaluate_model(predictions_file=predictions)
     assert register_model(train_run_id=trained.run_id, evaluate_run_id=run_named("evaluate_model")).promoted
-    # Same file, another shuffle: most of the new test rows were the champion's training rows.
+    # Same file, another shuffle: most of the new test rows were the champion's training rows,
+    # and the few in its test part are too few to compare on.
     trained = train_model(
         data_file=signal_csv, predictions_file=predictions, split="random", random_state=7, num_boost_round=10
     )
-    status = MlflowClient().get_run(trained.run_id).data.tags[config.TAG_CHAMPION_STATUS]
-    assert status.startswith("incompatible: it was trained on the same file with split=random")
-    # The identical split is the same holdout: compared.
+    n_rows = len(pd.read_csv(signal_csv, header=None))
+    _, champion_test = train_test_split(np.arange(n_rows), test_size=config.TEST_SIZE, random_state=42)
+    _, candidate_test = train_test_split(np.arange(n_rows), test_size=config.TEST_SIZE, random_state=7)
+    shared = len(set(champion_test) & set(candidate_test))
+    assert 0 < shared < config.MIN_ROWS_COMPARED
+    tags = MlflowClient().get_run(trained.run_id).data.tags
+    assert tags[config.TAG_CHAMPION_STATUS].startswith(
+        f"not compared: only {shared} of {len(candidate_test)} test rows are rows it never trained on"
+    )
+    assert tags[config.TAG_CHAMPION_ROWS_COMPARED] == "0"
+    # The identical split is the same holdout: compared on every test row.
     trained = train_model(
         data_file=signal_csv, predictions_file=predictions, split="random", num_boost_round=5
     )
-    assert MlflowClient().get_run(trained.run_id).data.tags[config.TAG_CHAMPION_STATUS] == "scored"
+    tags = MlflowClient().get_run(trained.run_id).data.tags
+    assert tags[config.TAG_CHAMPION_STATUS] == "scored"
+    assert tags[config.TAG_CHAMPION_ROWS_COMPARED] == str(len(candidate_test))
 
 
 def test_a_wrong_evaluate_run_registers_nothing(tmp_path, tracking_uri, signal_csv) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -14,10 +15,18 @@ from mlflow.exceptions import MlflowException
 
 from pystock_training import config
 from pystock_training.champion import current_champion
-from pystock_training.errors import PystockError
-from pystock_training.gate import BootstrapCI, ChampionComparison, Check, GateDecision, decide
+from pystock_training.errors import PystockError, first_line
+from pystock_training.gate import (
+    BootstrapCI,
+    ChampionComparison,
+    Check,
+    GateDecision,
+    decide,
+    lift_significant,
+)
+from pystock_training.lock import RegistryLock, registry_lock
 from pystock_training.params import GateParams, check_register_params
-from pystock_training.tracking import StepTimer, log_missing_params, step_run
+from pystock_training.tracking import StepTimer, log_missing_params, signals_held, step_run
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +86,16 @@ def register_model(
         model_uri = model_uri or train_run.data.tags.get(config.TAG_MODEL_URI, "")
         if not model_uri:
             raise PystockError(f"train run {train_run_id} logged no model (no {config.TAG_MODEL_URI} tag)")
-        champion = _champion_comparison(train_run, evaluate_run_id, metrics, gate_metric)
+        evaluation = _evaluation(evaluate_run_id)
+        champion = _champion_comparison(train_run, evaluation, metrics, gate_metric)
+        lift = _lift(evaluation, gate_metric)
 
         tags = {
             config.TAG_TRAIN_RUN_ID: train_run_id,
             config.TAG_EVALUATE_RUN_ID: evaluate_run_id,
             config.TAG_DATA_DIGEST: train_run.data.tags.get(config.TAG_DATA_DIGEST, "unknown"),
+            config.TAG_DATA_SIZE: train_run.data.tags.get(config.TAG_DATA_SIZE, "unknown"),
+            config.TAG_DATA_ROWS: train_run.data.tags.get(config.TAG_DATA_ROWS, "unknown"),
             config.TAG_CODE_VERSION: train_run.data.tags.get(config.TAG_CODE_VERSION, "unknown"),
         } | {
             f"{config.TAG_METRIC_PREFIX}{name}": f"{value:.6g}"
@@ -101,61 +114,130 @@ def register_model(
         with timer.phase("serving_check"):
             serving = _serving_check(model_name, number)
         client.set_model_version_tag(model_name, number, config.TAG_SERVING_CHECK, _passed(serving.passed))
-        decision = decide(gate, metrics[gate_metric], metrics[f"baseline_{gate_metric}"], champion, serving)
-        if decision.promote:
-            decision = _check_champion_unmoved(model_name, champion, decision)
-
-        verdict = "promoted" if decision.promote else "rejected"
-        summary = _summary(verdict, number, model_name, gate_metric, metrics, champion, decision)
-        for check in decision.checks:
-            client.set_model_version_tag(
-                model_name, number, f"pystock.gate.{check.name}", _passed(check.passed)
-            )
-        client.set_model_version_tag(model_name, number, config.TAG_DECISION, verdict)
-        client.set_model_version_tag(
-            model_name, number, config.TAG_REASONS, "; ".join(decision.reasons)[:5000]
+        decision = decide(
+            gate, metrics[gate_metric], metrics[f"baseline_{gate_metric}"], champion, serving, lift
         )
-        # Aliases move last: a crash before here leaves a version without aliases, never an
-        # aliased version without its decision. challenger marks the newest trained version.
-        client.set_registered_model_alias(model_name, config.ALIAS_CHALLENGER, number)
-        if decision.promote:
-            client.set_registered_model_alias(model_name, config.ALIAS_CHAMPION, number)
-        record = {
-            "verdict": verdict,
-            "model_name": model_name,
-            "version": number,
-            "champion_compared": champion.version,
-            "champion_status": champion.status,
-            "champion_now": current_champion(model_name),
-            "gate": asdict(gate),
-            "candidate": {
-                gate_metric: metrics[gate_metric],
-                f"baseline_{gate_metric}": metrics[f"baseline_{gate_metric}"],
-            },
-            "reasons": decision.reasons,
-            "summary": summary,
-        } | decision.to_dict()
-        mlflow.log_dict(record, config.DECISION_ARTIFACT)
-        mlflow.set_tags({config.TAG_DECISION: verdict, config.TAG_SUMMARY: summary})
+
+        # One critical section, under the registry lock: the champion is re-read, the verdict
+        # fixed, the alias moved and every record of it written, or none of it. A SIGTERM or
+        # Ctrl-C inside is held and delivered right after, when the records say what happened;
+        # one while waiting for the lock ends the step with the champion untouched.
+        with (
+            timer.phase("promotion"),
+            registry_lock(model_name, holder=f"run {run.info.run_id}") as lock,
+            signals_held(),
+        ):
+            decision, summary = _decide_and_record(
+                client, lock, model_name, number, gate, metrics, champion, lift, decision
+            )
         timer.log()
         logger.info("%s", summary)
         return RegisterResult(client.get_model_version(model_name, number), decision, summary)
+
+
+def _decide_and_record(
+    client: MlflowClient,
+    lock: RegistryLock,
+    model_name: str,
+    number: str,
+    gate: GateParams,
+    metrics: dict[str, float],
+    champion: ChampionComparison,
+    lift: BootstrapCI | None,
+    decision: GateDecision,
+) -> tuple[GateDecision, str]:
+    """Compare-and-set ``champion`` under the lock and write the decision everywhere it is read.
+
+    Records come before aliases: a crash in between leaves a version with its decision and no
+    alias, never an aliased version without its decision.
+    """
+    gate_metric = gate.gate_metric
+    now = current_champion(model_name)
+    if now != champion.version:
+        # Compared with one champion, another one is in place: this candidate was never
+        # compared with it. Not a verdict on the model, so the next run retries.
+        moved = Check(
+            "compare_and_set",
+            False,
+            f"champion moved from version {champion.version or 'none'} to {now} while this run was "
+            "evaluating; not overwritten, the next run compares against the new champion",
+            {"compared": champion.version, "now": now},
+            final=False,
+        )
+        # A failed comparison with the old champion says nothing final against the new one.
+        checks = [
+            replace(check, final=False) if check.name == "champion" else check for check in decision.checks
+        ]
+        decision = GateDecision(False, [*checks, moved])
+    verdict = "promoted" if decision.promote else "rejected"
+    final = "final" if decision.is_final else "retry"
+    summary = _summary(verdict, number, model_name, gate_metric, metrics, champion, lift, decision, now)
+    tags = {f"pystock.gate.{check.name}": _passed(check.passed) for check in decision.checks} | {
+        config.TAG_DECISION: verdict,
+        config.TAG_VERDICT: final,
+        config.TAG_REASONS: "; ".join(decision.reasons)[:5000],
+    }
+    if decision.promote:
+        tags[config.TAG_REPLACED_VERSION] = now or "none"
+        # Only a lease run out (a section stalled for minutes) loses the lock; then nothing is
+        # written and the step fails, to be retried.
+        lock.ensure_held()
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, number, key, value)
+    record = {
+        "verdict": verdict,
+        "final": decision.is_final,
+        "model_name": model_name,
+        "version": number,
+        "champion_compared": champion.version,
+        "champion_status": champion.status,
+        "champion_now": number if decision.promote else now,
+        "replaced_version": (now or "none") if decision.promote else None,
+        "gate": asdict(gate),
+        "candidate": {
+            gate_metric: metrics[gate_metric],
+            f"baseline_{gate_metric}": metrics[f"baseline_{gate_metric}"],
+        },
+        "reasons": decision.reasons,
+        "summary": summary,
+    } | decision.to_dict()
+    mlflow.log_dict(record, config.DECISION_ARTIFACT)
+    mlflow.set_tags({config.TAG_DECISION: verdict, config.TAG_VERDICT: final, config.TAG_SUMMARY: summary})
+    # challenger marks the newest trained version.
+    client.set_registered_model_alias(model_name, config.ALIAS_CHALLENGER, number)
+    if decision.promote:
+        client.set_registered_model_alias(model_name, config.ALIAS_CHAMPION, number)
+    return decision, summary
 
 
 def _passed(passed: bool) -> str:
     return "passed" if passed else "failed"
 
 
+def _evaluation(evaluate_run_id: str) -> dict[str, Any]:
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{evaluate_run_id}/evaluation.json")
+    except (MlflowException, OSError) as exc:
+        raise PystockError(f"evaluate run {evaluate_run_id} has no readable evaluation.json: {exc}") from exc
+
+
+def _lift(evaluation: dict[str, Any], gate_metric: str) -> BootstrapCI | None:
+    """The evaluate run's CI of the lift over the baseline, if it computed one for this metric."""
+    lift = evaluation.get("lift_comparison")
+    return BootstrapCI(**lift) if lift and lift.get("metric") == gate_metric else None
+
+
 def _champion_comparison(
-    train_run: Run, evaluate_run_id: str, metrics: dict[str, float], gate_metric: str
+    train_run: Run, evaluation: dict[str, Any], metrics: dict[str, float], gate_metric: str
 ) -> ChampionComparison:
     """What the train run found as champion, with the evaluate run's CI against it."""
     version = train_run.data.tags.get(config.TAG_CHAMPION_VERSION) or None
     status = train_run.data.tags.get(config.TAG_CHAMPION_STATUS, "none")
     if status != "scored":
         return ChampionComparison(version, status)
-    evaluation = mlflow.artifacts.load_dict(f"runs:/{evaluate_run_id}/evaluation.json")
     comparison = evaluation.get("champion_comparison")
+    if comparison is None and evaluation.get("champion_not_compared"):
+        return ChampionComparison(version, f"not compared: {evaluation['champion_not_compared']}")
     if not comparison or comparison.get("metric") != gate_metric:
         raise PystockError(
             f"the evaluate run has no CI for gate_metric {gate_metric!r}; "
@@ -169,6 +251,9 @@ def _champion_comparison(
 def _serving_check(model_name: str, version: str) -> Check:
     try:
         predictions = serving_check(model_name, version)
+    except ServingUnavailableError as exc:
+        logger.warning("%s", exc)
+        return Check("serving", False, str(exc), final=False)
     except PystockError as exc:
         logger.warning("%s", exc)
         return Check("serving", False, str(exc))
@@ -180,29 +265,6 @@ def _serving_check(model_name: str, version: str) -> Check:
     )
 
 
-def _check_champion_unmoved(
-    model_name: str, champion: ChampionComparison, decision: GateDecision
-) -> GateDecision:
-    """The compare half of compare-and-set: reject if ``champion`` moved since the comparison.
-
-    The registry has no atomic compare-and-set on aliases; re-reading right before the write
-    (a few tag writes later) narrows the race to milliseconds, and cron's lock keeps pipelines
-    of one store from overlapping. A champion that moved meanwhile was never compared with this
-    candidate, so the candidate is rejected with that reason rather than overwriting it blindly.
-    """
-    now = current_champion(model_name)
-    if now != champion.version:
-        moved = Check(
-            "compare_and_set",
-            False,
-            f"champion moved from version {champion.version} to {now} while this run was evaluating; "
-            "not overwritten, re-run to compare against the new champion",
-            {"compared": champion.version, "now": now},
-        )
-        return GateDecision(False, [*decision.checks, moved])
-    return decision
-
-
 def _summary(
     verdict: str,
     version: str,
@@ -210,21 +272,32 @@ def _summary(
     gate_metric: str,
     metrics: dict[str, float],
     champion: ChampionComparison,
+    lift: BootstrapCI | None,
     decision: GateDecision,
+    champion_now: str | None,
 ) -> str:
-    """The one line a person reads: verdict, the gate metric against champion, the CI, why."""
+    """The one line a person reads: verdict, the gate metric against baseline and champion with
+    their CIs, and why."""
     value = metrics[gate_metric]
+    numbers = f"{gate_metric} {value:.3f} vs baseline {metrics[f'baseline_{gate_metric}']:.3f}"
+    if lift is not None:
+        significance = "significant" if lift_significant(lift) else "not significant"
+        numbers += f", lift CI [{lift.low:+.3f}, {lift.high:+.3f}]: {significance}"
     if champion.ci is not None:
-        numbers = (
-            f"{gate_metric} {value:.3f} vs champion {champion.value:.3f}, "
+        numbers += (
+            f"; vs champion {champion.value:.3f} on {champion.ci.n_rows} rows, "
             f"diff CI [{champion.ci.low:+.3f}, {champion.ci.high:+.3f}]"
         )
     else:
-        baseline = metrics[f"baseline_{gate_metric}"]
-        numbers = f"{gate_metric} {value:.3f} vs baseline {baseline:.3f}, champion: {champion.status}"
+        numbers += f"; champion: {champion.status}"
     line = f"{verdict} {model_name} version {version} ({numbers})"
     if not decision.promote:
-        kept = f"champion stays version {champion.version}" if champion.version else "no champion"
+        if champion_now is None:
+            kept = "no champion"
+        elif champion_now == champion.version:
+            kept = f"champion stays version {champion_now}"
+        else:
+            kept = f"champion is now version {champion_now}"
         line += f": {'; '.join(decision.reasons)}; {kept}"
     return line
 
@@ -236,23 +309,32 @@ def _get_run(client: MlflowClient, run_id: str, what: str) -> Run:
         raise PystockError(f"{what} {run_id!r}: no such run in {mlflow.get_tracking_uri()}") from exc
 
 
+class ServingUnavailableError(PystockError):
+    """The version could not be loaded, which may pass: the next run retries."""
+
+
 def serving_check(model_name: str, version: str) -> np.ndarray:
     """Load the version from the registry as downstream does and predict its input example.
 
     Raises:
-        PystockError: It does not load, or its predictions are not finite probabilities, one per row.
+        ServingUnavailableError: It does not load.
+        PystockError: Its predictions are not finite probabilities, one per row.
     """
     uri = f"models:/{model_name}/{version}"
     try:
         model = mlflow.pyfunc.load_model(uri)
-        example = model.input_example
-        if example is None:
-            raise PystockError(f"{uri} has no input example to predict")
-        predictions = np.asarray(model.predict(example), dtype=np.float64).ravel()
-    except PystockError:
-        raise
     except Exception as exc:
-        raise PystockError(f"serving check failed: {uri} did not load and predict ({exc})") from exc
+        # Often the registry or artifact store not answering: no verdict on the model.
+        raise ServingUnavailableError(
+            f"serving check failed: {uri} did not load ({first_line(exc)})"
+        ) from exc
+    example = model.input_example
+    if example is None:
+        raise PystockError(f"serving check failed: {uri} has no input example to predict")
+    try:
+        predictions = np.asarray(model.predict(example), dtype=np.float64).ravel()
+    except Exception as exc:
+        raise PystockError(f"serving check failed: {uri} did not predict ({first_line(exc)})") from exc
     if len(predictions) != len(example) or not np.all(np.isfinite(predictions)):
         raise PystockError(f"serving check failed: {uri} gave {predictions!r} for {len(example)} rows")
     if np.any((predictions < 0) | (predictions > 1)):

@@ -20,13 +20,14 @@ import xgboost as xgb
 from mlflow.models import infer_signature
 
 from pystock_training import config
-from pystock_training.champion import Holdout, score_champion
+from pystock_training.champion import clean_rows, find_champion, score_champion
 from pystock_training.data import Dataset, Split, load_dataset, split_rows
 from pystock_training.distinct import distinct_rows
+from pystock_training.errors import DataError
 from pystock_training.handoff import write_predictions
 from pystock_training.model import fit, model_requirements, predict_proba
 from pystock_training.params import TrainParams, check_train_params, default_predictions_file
-from pystock_training.provenance import code_version, file_digest
+from pystock_training.provenance import code_version
 from pystock_training.tracking import StepTimer, log_missing_params, step_run
 
 logger = logging.getLogger(__name__)
@@ -55,14 +56,17 @@ def train_model(
     max_depth: int = config.MAX_DEPTH,
     learning_rate: float = config.LEARNING_RATE,
     early_stopping_rounds: int = config.EARLY_STOPPING_ROUNDS,
+    data_digest: str = "",
 ) -> TrainResult:
     """Load and split the data, fit the classifier, log the model and write the test predictions.
 
-    The current ``model_name@champion``, if its inputs fit, is scored on the same test rows and
-    its probabilities travel in the predictions CSV for the gate.
+    The current ``model_name@champion``, if its inputs fit, is scored on the test rows it
+    provably never trained on (``champion.clean_rows``), and its probabilities travel in the
+    predictions CSV for the gate. ``data_digest``, when given, is the sha256 the caller (the
+    driver's run key) computed: the file must still hash to it as it is read.
 
     Raises:
-        DataError: The data file breaks the data contract.
+        DataError: The data file breaks the data contract, or no longer hashes to ``data_digest``.
         PystockError: A parameter is out of range.
     """
     params = TrainParams(num_boost_round, max_depth, learning_rate, early_stopping_rounds, random_state)
@@ -73,17 +77,31 @@ def train_model(
             {"data_file": data_file, "model_name": model_name, "predictions_file": predictions_file or ""}
             | {"split": split}
             | {"test_size": test_size, "threshold": threshold}
-            | asdict(params),
+            | asdict(params)
+            | {"data_digest": data_digest},
         )
         check_train_params(split, test_size, threshold, params)
+        with timer.phase("champion"):
+            # Looked up first: its file's size is the prefix whose digest the load keeps.
+            champion = find_champion(model_name)
+        trained_on = champion.trained_on if champion else None
         with timer.phase("load"):
-            dataset = load_dataset(data_file)
-        with timer.phase("digest"):
-            digest = file_digest(dataset.path)
+            dataset = load_dataset(
+                data_file, prefix_sizes=(trained_on.data_size,) if trained_on and trained_on.data_size else ()
+            )
+        digest = dataset.digest.sha256
+        if data_digest and digest != data_digest:
+            raise DataError(
+                dataset.path,
+                f"changed while the pipeline ran: it now hashes to {digest[:12]}, the run key was "
+                f"computed from {data_digest[:12]}; re-run when the file is no longer being written",
+            )
         mlflow.set_tags(
             {
                 config.TAG_DATA_FILE: str(dataset.path),
                 config.TAG_DATA_DIGEST: digest,
+                config.TAG_DATA_SIZE: str(dataset.digest.size),
+                config.TAG_DATA_ROWS: str(dataset.n_rows),
                 config.TAG_CODE_VERSION: code_version(),
             }
         )
@@ -101,16 +119,21 @@ def train_model(
             test_rows = distinct_rows(x_test)
             y_proba = test_rows.predict(lambda rows: predict_proba(booster, rows))
         prior = float(labels[parts.train].mean())
-        holdout = Holdout(digest, split, test_size, random_state)
         with timer.phase("champion"):
-            champion = score_champion(model_name, test_rows.rows, holdout)
+            clean, why_not_clean = clean_rows(
+                trained_on, dataset.digest, dataset.n_rows, np.arange(dataset.n_rows)[parts.test]
+            )
+            scored = score_champion(champion, x_test, y_test, clean, why_not_clean)
         mlflow.set_tags(
-            {config.TAG_CHAMPION_VERSION: champion.version or "", config.TAG_CHAMPION_STATUS: champion.status}
+            {
+                config.TAG_CHAMPION_VERSION: scored.version or "",
+                config.TAG_CHAMPION_STATUS: scored.status[:5000],
+                config.TAG_CHAMPION_ROWS_COMPARED: str(scored.rows_compared),
+            }
         )
-        champion_proba = None if champion.proba is None else test_rows.expand(champion.proba)
         path = Path(predictions_file) if predictions_file else default_predictions_file(run.info.run_id)
         with timer.phase("write_predictions"):
-            write_predictions(path, y_test, y_proba, threshold, prior, champion_proba=champion_proba)
+            write_predictions(path, y_test, y_proba, threshold, prior, champion_proba=scored.proba)
             _log_predictions_artifact(path)
 
         with timer.phase("log_model"):
