@@ -118,7 +118,9 @@ def _create(client: MlflowClient, name: str, tags: dict[str, str]) -> bool:
             name, tags=tags, description="Held while a pystock-training run moves @champion; do not edit."
         )
     except MlflowException as exc:
-        if exc.error_code == ALREADY_EXISTS:
+        # "Does not exist" too: on a name clash the store looks the existing model up to word
+        # its error, and finds none when its holder released it in between.
+        if exc.error_code == ALREADY_EXISTS or exc.error_code in NOT_FOUND:
             return False
         raise LockError(f"cannot take {name}: {first_line(exc)}") from exc
     return True

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pystock_training import config
+from pystock_training.params import NOT_IN_RUN_KEY, RUN_KEY_PARAMETERS, TRAIN_PARAMETERS
 from pystock_training.pipeline import PipelineParams
 from pystock_training.provenance import code_fingerprint, source_digest
 from pystock_training.trigger import compute_run_key, run_key
@@ -67,3 +68,19 @@ def test_a_copy_without_git_is_fingerprinted_by_its_sources(tmp_path: Path) -> N
     step = project / "pystock_training" / "model.py"
     step.write_text(step.read_text() + "\n# edited\n")
     assert code_fingerprint(project) != fingerprint
+
+
+def test_the_run_key_takes_every_training_parameter_but_the_named_exclusions() -> None:
+    # A training parameter added to TRAIN_PARAMETERS is in the key unless NOT_IN_RUN_KEY says
+    # why not: the key cannot silently miss a parameter that changes the model.
+    assert set(NOT_IN_RUN_KEY) <= set(TRAIN_PARAMETERS)
+    assert set(RUN_KEY_PARAMETERS) == set(TRAIN_PARAMETERS) - set(NOT_IN_RUN_KEY)
+    assert all(why for why in NOT_IN_RUN_KEY.values())
+    changed = {"model_name": "other", "split": "random", "test_size": 0.2, "random_state": 7}
+    changed |= {"num_boost_round": 9, "max_depth": 5, "learning_rate": 0.5, "early_stopping_rounds": 0}
+    changed |= {"threshold": 0.4}
+    assert set(changed) == set(TRAIN_PARAMETERS), "a new training parameter needs a value here"
+    base = run_key("d" * 64, "abc", PARAMS)
+    for name, value in changed.items():
+        moved = run_key("d" * 64, "abc", PARAMS | {name: value}) != base
+        assert moved == (name not in NOT_IN_RUN_KEY), name
