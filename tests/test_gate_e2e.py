@@ -44,14 +44,19 @@ def test_a_strong_champion_survives_a_candidate_that_learned_nothing(tmp_path, t
     assert first.data.tags[config.TAG_DECISION] == "promoted"
     assert first.data.tags[config.TAG_MODEL_VERSION] == "1"
 
-    # 2. Random labels in the first 67%, the same strong rule in the last 33%. With split=time
-    #    the candidate trains on noise and is tested on the rule, where the champion shines.
+    # 2. The same file with days appended: first 2,000 where the rule is reversed, then 1,000
+    #    where it holds again. With split=time and test_size=0.25 the candidate trains mostly on
+    #    the reversed rule and is tested on the last 975 days, where the champion shines. Those
+    #    days lie beyond the champion's file (a verified append), so it never trained on them.
     mixed = tmp_path / "mixed.csv"
-    frame = signal_frame(N_ROWS, seed=1)
-    n_noise = int(0.67 * N_ROWS)
-    frame.iloc[:n_noise, -1] = np.random.default_rng(2).integers(0, 2, n_noise)
+    frame = pd.concat(
+        [signal_frame(N_ROWS, seed=0), signal_frame(2000, seed=1, follow=0.1), signal_frame(1000, seed=3)]
+    )
     frame.to_csv(mixed, header=False, index=False)
-    result = mlflow_run(tmp_path, tracking_uri, "-P", f"data_file={mixed}", "-P", "split=time")
+    n_test = int(np.ceil(0.25 * len(frame)))
+    result = mlflow_run(
+        tmp_path, tracking_uri, "-P", f"data_file={mixed}", "-P", "split=time", "-P", "test_size=0.25"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert aliases(client) == {"champion": "1", "challenger": "2"}
     second = parent_runs(client)[-1]
@@ -82,7 +87,9 @@ def test_a_strong_champion_survives_a_candidate_that_learned_nothing(tmp_path, t
         )
     )
     assert {"champion_proba", "champion_pred"} <= set(predictions.columns)
-    assert len(predictions) == N_ROWS - int(np.floor(0.67 * N_ROWS))
+    assert len(predictions) == n_test
+    assert predictions["champion_proba"].notna().all()  # every test row is new to the champion
+    assert checks["champion"]["values"]["rows_compared"] == n_test
     version = client.get_model_version(config.MODEL_NAME, "2")
     assert version.tags[config.TAG_DECISION] == "rejected"
     assert version.tags["pystock.gate.champion"] == "failed"
@@ -92,9 +99,12 @@ def test_a_strong_champion_survives_a_candidate_that_learned_nothing(tmp_path, t
     assert "diff CI [" in last
 
     # 3. The same rejection with fail_on_reject=true exits non-zero, for CI gates.
-    # force: fail_on_reject is not part of the run key, so this would otherwise be skipped.
+    # force: retrain; without it the run key's recorded rejection is replayed, also non-zero.
     result = mlflow_run(
-        tmp_path, tracking_uri, "-P", f"data_file={mixed}", "-P", "fail_on_reject=true", "-P", "force=true"
+        tmp_path,
+        tracking_uri,
+        *("-P", f"data_file={mixed}", "-P", "test_size=0.25"),
+        *("-P", "fail_on_reject=true", "-P", "force=true"),
     )
     assert result.returncode != 0
     assert aliases(client) == {"champion": "1", "challenger": "3"}
