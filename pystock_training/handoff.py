@@ -2,7 +2,9 @@
 
 Columns, no index: ``y_test`` (0/1), ``y_pred`` (0/1 at the threshold), ``y_proba`` (probability
 of "up"), then ``baseline_proba`` (the training prior, the naive baseline's probability) and,
-when a champion was scored on the same rows, ``champion_proba`` and ``champion_pred``.
+when a champion was scored on the same rows, ``champion_proba`` and ``champion_pred``. Both
+champion cells are empty on the rows the champion may have trained on: it is compared only on
+the rows it provably never saw.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from pystock_training.errors import DataError, first_line
 
 REQUIRED_COLUMNS = ("y_test", "y_pred", "y_proba", "baseline_proba")
 CHAMPION_COLUMNS = ("champion_proba", "champion_pred")
+# The only columns whose cells may be empty (together, on the same rows).
+OPTIONAL_COLUMNS = frozenset(CHAMPION_COLUMNS)
 LABEL_COLUMNS = frozenset({"y_test", "y_pred", "champion_pred"})
 PROBABILITY_COLUMNS = frozenset({"y_proba", "baseline_proba", "champion_proba"})
 _LABEL_PROBLEM = "column {} must hold only 0 and 1"
@@ -61,7 +65,11 @@ def write_predictions(
     baseline_proba: float,
     champion_proba: np.ndarray | None = None,
 ) -> Path:
-    """Write the predictions CSV atomically: a reader sees the old file or the whole new one."""
+    """Write the predictions CSV atomically: a reader sees the old file or the whole new one.
+
+    A NaN in ``champion_proba`` (a row the champion may have trained on) leaves both champion
+    cells of that row empty.
+    """
     path = Path(path)
     columns = {
         "y_test": pa.array(np.asarray(y_test, dtype=np.int8)),
@@ -70,8 +78,10 @@ def write_predictions(
         "baseline_proba": pa.array(np.full(len(y_test), baseline_proba, dtype=np.float64)),
     }
     if champion_proba is not None:
-        columns["champion_proba"] = pa.array(np.asarray(champion_proba, dtype=np.float64))
-        columns["champion_pred"] = pa.array((np.asarray(champion_proba) >= threshold).astype(np.int8))
+        champion = np.asarray(champion_proba, dtype=np.float64)
+        absent = np.isnan(champion)
+        columns["champion_proba"] = pa.array(champion, mask=absent)
+        columns["champion_pred"] = pa.array((champion >= threshold).astype(np.int8), mask=absent)
     table = pa.table(columns)
     with atomic_write(path) as handle:
         pa_csv.write_csv(table, handle, pa_csv.WriteOptions(quoting_style="none"))
@@ -86,6 +96,7 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     pandas copy of it. The contract's columns are parsed as float64 and any others as text,
     whatever the first rows look like: a streaming reader fixes each column's type from its first
     block, and a probability column that happens to start with exact 0s and 1s is still a float.
+    Empty champion cells read as NaN, and ``champion_pred`` is then float64 (as pandas would).
 
     Raises:
         DataError: The file is missing or its columns or values are wrong.
@@ -101,15 +112,23 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
         reader = pa_csv.open_csv(
             path,
             convert_options=pa_csv.ConvertOptions(
-                column_types={name: pa.float64() if name in known else pa.string() for name in names}
+                column_types={name: pa.float64() if name in known else pa.string() for name in names},
+                # Only an empty cell is missing: "nan" or "NA" in a champion column is a bad
+                # value, not a row the champion may have trained on.
+                null_values=[""],
             ),
         )
         chunks: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        has_champion = CHAMPION_COLUMNS[0] in names
+        rows_read = 0
         for batch in reader:
             # A run of blank lines can make a batch with no rows.
             if batch.num_rows:
                 for name, column in zip(names, batch.columns, strict=True):
                     chunks[name].append(_checked(path, name, column))
+                if has_champion:
+                    _check_champion_pairs(path, batch, rows_read)
+                rows_read += batch.num_rows
     except pa.ArrowInvalid as exc:
         raise DataError(path, _explain(exc, names)) from exc
     except (pa.ArrowException, OSError) as exc:
@@ -145,14 +164,30 @@ def _explain(exc: pa.ArrowInvalid, names: list[str]) -> str:
 
 def _checked(path: Path, name: str, column: pa.Array) -> np.ndarray:
     """One batch of one column as numpy, after checking its values where the contract says what they are."""
-    if name in LABEL_COLUMNS:
-        values = column.to_numpy(zero_copy_only=False)
-        if column.null_count or not np.isin(values, (0, 1)).all():
-            raise DataError(path, _LABEL_PROBLEM.format(name))
-        return values.astype(np.int8)
-    if name in PROBABILITY_COLUMNS:
-        values = column.to_numpy(zero_copy_only=False)
-        if not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
-            raise DataError(path, _PROBABILITY_PROBLEM.format(name))
+    values = column.to_numpy(zero_copy_only=False)
+    if name not in LABEL_COLUMNS and name not in PROBABILITY_COLUMNS:
         return values
-    return column.to_numpy(zero_copy_only=False)
+    problem = _LABEL_PROBLEM if name in LABEL_COLUMNS else _PROBABILITY_PROBLEM
+    if column.null_count and name not in OPTIONAL_COLUMNS:
+        raise DataError(path, problem.format(name))
+    # Nulls are NaN in ``values``; only the filled cells are checked.
+    filled = values[~column.is_null().to_numpy(zero_copy_only=False)] if column.null_count else values
+    if name in LABEL_COLUMNS:
+        if not np.isin(filled, (0, 1)).all():
+            raise DataError(path, problem.format(name))
+        return values if column.null_count else values.astype(np.int8)
+    if filled.size and not (np.isfinite(filled).all() and filled.min() >= 0 and filled.max() <= 1):
+        raise DataError(path, problem.format(name))
+    return values
+
+
+def _check_champion_pairs(path: Path, batch: pa.RecordBatch, rows_before: int) -> None:
+    """Both champion cells of a row are empty, or neither is."""
+    empty = [batch.column(name).is_null().to_numpy(zero_copy_only=False) for name in CHAMPION_COLUMNS]
+    unpaired = np.flatnonzero(empty[0] != empty[1])
+    if unpaired.size:
+        raise DataError(
+            path,
+            f"row {rows_before + int(unpaired[0]) + 1}: champion_proba and champion_pred must be both "
+            "empty (a row the champion may have trained on) or both filled",
+        )

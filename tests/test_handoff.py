@@ -299,3 +299,85 @@ def test_bad_predictions_anywhere_in_the_file_get_one_line(
         read_predictions(path)
 
     assert "\n" not in str(caught.value)
+
+
+# Champion cells: empty on the rows the champion may have trained on.
+
+CHAMPION_HEADER = "y_test,y_pred,y_proba,baseline_proba,champion_proba,champion_pred\n"
+
+
+def test_champion_cells_are_empty_where_it_may_have_trained(tmp_path: Path) -> None:
+    path = write_predictions(
+        tmp_path / "p.csv",
+        np.array([1, 0, 1, 0]),
+        np.array([0.8, 0.2, 0.6, 0.4]),
+        0.5,
+        0.5,
+        champion_proba=np.array([np.nan, np.nan, 0.7, 0.1]),
+    )
+
+    lines = path.read_text().splitlines()
+    frame = read_predictions(path)
+
+    assert lines[1:3] == ["1,1,0.8,0.5,,", "0,0,0.2,0.5,,"]
+    assert lines[3].endswith(",0.7,1")
+    assert frame["champion_proba"].isna().tolist() == [True, True, False, False]
+    assert frame["champion_proba"].iloc[2:].tolist() == [0.7, 0.1]
+    assert frame["champion_pred"].isna().tolist() == [True, True, False, False]
+    assert frame["champion_pred"].iloc[2:].tolist() == [1, 0]
+    # The other columns keep their compact types.
+    assert frame["y_test"].dtype == np.int8 and frame["y_pred"].dtype == np.int8
+
+
+def test_complete_champion_columns_read_as_before(tmp_path: Path) -> None:
+    path = write_predictions(
+        tmp_path / "p.csv",
+        np.array([1, 0]),
+        np.array([0.8, 0.2]),
+        0.5,
+        0.5,
+        champion_proba=np.array([0.4, 0.7]),
+    )
+    assert ",," not in path.read_text()
+    assert read_predictions(path)["champion_pred"].dtype == np.int8
+
+
+def test_a_champion_with_no_clean_row_reads_as_all_empty(tmp_path: Path) -> None:
+    path = write_predictions(
+        tmp_path / "p.csv",
+        np.array([1, 0]),
+        np.array([0.8, 0.2]),
+        0.5,
+        0.5,
+        champion_proba=np.full(2, np.nan),
+    )
+    frame = read_predictions(path)
+    assert frame["champion_proba"].isna().all() and frame["champion_pred"].isna().all()
+
+
+@pytest.mark.parametrize(
+    ("rows", "problem"),
+    [
+        ("1,1,0.8,0.5,0.7,1\n0,0,0.2,0.5,,0\n", "row 2: champion_proba and champion_pred must be both empty"),
+        ("1,1,0.8,0.5,0.7,\n0,0,0.2,0.5,,\n", "row 1: champion_proba and champion_pred must be both empty"),
+        # Only an empty cell means "not compared": written-out NaN is a bad probability.
+        ("1,1,0.8,0.5,nan,1\n", "column champion_proba must hold probabilities in [0, 1]"),
+        ("1,1,0.8,0.5,NA,\n", "column champion_proba must hold probabilities in [0, 1]"),
+        ("1,1,0.8,0.5,1.7,1\n0,0,0.2,0.5,,\n", "column champion_proba must hold probabilities in [0, 1]"),
+        ("1,1,0.8,0.5,,\n0,0,0.2,0.5,0.1,2\n", "column champion_pred must hold only 0 and 1"),
+        # Empty cells stay an error everywhere else.
+        ("1,1,,0.5,,\n", "column y_proba must hold probabilities in [0, 1]"),
+        ("1,,0.8,0.5,0.7,1\n", "column y_pred must hold only 0 and 1"),
+        ("1,1,0.8,,0.7,1\n", "column baseline_proba must hold probabilities in [0, 1]"),
+        # A row number past the first block counts the rows of the blocks before it.
+        ("1,1,0.8,0.5,,\n" * 200_000 + "1,1,0.8,0.5,0.7,\n", "row 200001: champion_proba and champion_pred"),
+    ],
+)
+def test_bad_champion_cells_get_one_line(tmp_path: Path, rows: str, problem: str) -> None:
+    path = tmp_path / "predictions.csv"
+    path.write_text(CHAMPION_HEADER + rows)
+
+    with pytest.raises(DataError, match=re.escape(problem)) as caught:
+        read_predictions(path)
+
+    assert "\n" not in str(caught.value)

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
+from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.model_selection import train_test_split
 
 from pystock_training import config
 from pystock_training.champion import find_champion, score_champion
 from pystock_training.errors import DataError, PystockError
-from pystock_training.steps.evaluate_model import evaluate_model
+from pystock_training.gate import BootstrapCI, paired_bootstrap_ci
+from pystock_training.handoff import write_predictions
+from pystock_training.report import evaluation_report
+from pystock_training.steps.evaluate_model import compare_champion, evaluate_model, lift_ci
 from pystock_training.steps.register_model import register_model, serving_check
 from pystock_training.steps.train_model import train_model
 from tests.conftest import signal_frame
@@ -289,3 +295,189 @@ def test_bad_gate_parameters_register_nothing(kwargs, problem, tmp_path, trackin
     with pytest.raises(PystockError, match=problem):
         register_model(train_run_id=trained.run_id, evaluate_run_id=run_named("evaluate_model"), **kwargs)
     assert MlflowClient().search_registered_models() == []
+
+
+# evaluate_model: the lift's CI and the champion compared on the rows it never trained on.
+
+
+def scored_rows(n_rows: int = 600, champion_from: int | None = None, seed: int = 0):
+    """Labels, a useful model's probabilities and, from row ``champion_from`` on, a champion's."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n_rows)
+    y_proba = 1 / (1 + np.exp(-(0.8 * (2 * y - 1) + rng.normal(size=n_rows))))
+    champion = None
+    if champion_from is not None:
+        champion = 1 / (1 + np.exp(-(0.5 * (2 * y - 1) + rng.normal(size=n_rows))))
+        champion[:champion_from] = np.nan
+    return y, y_proba, champion
+
+
+def as_frame(y, y_proba, champion) -> pd.DataFrame:
+    """What read_predictions returns for these rows (champion cells NaN where empty)."""
+    frame = pd.DataFrame({"y_test": y, "y_pred": (y_proba >= 0.5).astype(np.int8), "y_proba": y_proba})
+    frame["champion_proba"] = champion
+    frame["champion_pred"] = np.where(np.isnan(champion), np.nan, champion >= 0.5)
+    return frame
+
+
+def compare(y, y_proba, champion, metric: str = "roc_auc"):
+    y_pred = (y_proba >= 0.5).astype(np.int8)
+    model = {metric: roc_auc_score(y, y_proba) if metric == "roc_auc" else accuracy_score(y, y_pred)}
+    return compare_champion(as_frame(y, y_proba, champion), y, y_pred, y_proba, metric, model)
+
+
+@pytest.mark.parametrize("metric", ["roc_auc", "accuracy"])
+def test_the_champion_and_the_candidate_are_scored_on_the_same_clean_rows(metric) -> None:
+    y, y_proba, champion = scored_rows(champion_from=250)
+    clean = slice(250, None)
+    y_pred = (y_proba >= 0.5).astype(np.int8)
+
+    result = compare(y, y_proba, champion, metric)
+
+    score = roc_auc_score if metric == "roc_auc" else accuracy_score
+    candidate, scored = (y_proba, champion) if metric == "roc_auc" else (y_pred, champion >= 0.5)
+    assert result.rows_compared == 350 and not result.skipped
+    assert result.metrics[metric] == pytest.approx(score(y[clean], scored[clean]))
+    assert result.ci.diff == pytest.approx(score(y[clean], candidate[clean]) - score(y[clean], scored[clean]))
+    assert (result.ci.n_rows, result.ci.test_rows, result.ci.block_length) == (350, 600, 15)
+    assert result.ci.low < result.ci.diff < result.ci.high
+
+
+def test_a_champion_on_every_row_is_compared_as_before() -> None:
+    y, y_proba, champion = scored_rows(champion_from=0)
+
+    result = compare(y, y_proba, champion)
+
+    reference = paired_bootstrap_ci(y, y_proba, champion, "roc_auc")
+    # The point comes from sklearn here and from the bootstrap's own ROC AUC there: equal to rounding.
+    assert replace(result.ci, diff=reference.diff) == reference
+    assert result.ci.diff == pytest.approx(reference.diff, abs=1e-12)
+    assert result.ci.test_rows == result.ci.n_rows == result.rows_compared == 600
+
+
+@pytest.mark.parametrize(
+    ("champion_from", "labels", "why"),
+    [
+        (600, None, "only 0 of 600 test rows are rows it never trained on"),
+        (599, None, "only 1 of 600 test rows are rows it never trained on"),
+        (
+            590,
+            np.array([0] * 590 + [1] * 10),
+            "the 10 of 600 test rows it never trained on hold a single class",
+        ),
+    ],
+)
+def test_too_few_clean_rows_skip_the_comparison_with_a_warning(caplog, champion_from, labels, why) -> None:
+    y, y_proba, champion = scored_rows(champion_from=champion_from)
+    y = y if labels is None else labels
+
+    result = compare(y, y_proba, champion)
+
+    assert (result.metrics, result.ci, result.skipped) == (None, None, why)
+    assert f"champion not compared: {why}" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("metric", "baseline"),
+    [("roc_auc", lambda y: roc_auc_score(y, np.full(len(y), 0.45))), ("accuracy", lambda y: np.mean(y == 0))],
+)
+def test_the_lift_ci_pairs_the_model_with_the_constant_baseline(metric, baseline) -> None:
+    y, y_proba, _ = scored_rows()
+    y_pred = (y_proba >= 0.5).astype(np.int8)
+    model = roc_auc_score(y, y_proba) if metric == "roc_auc" else accuracy_score(y, y_pred)
+
+    # At a prior of 0.45 the baseline says 0.45, and 0 as a label.
+    result = lift_ci(y, y_pred, y_proba, 0.45, metric, point=model - baseline(y))
+
+    reference = paired_bootstrap_ci(
+        y,
+        y_proba if metric == "roc_auc" else y_pred,
+        np.full(600, 0.45 if metric == "roc_auc" else 0.0),
+        metric,
+    )
+    assert replace(result, diff=reference.diff) == reference
+    assert result.diff == pytest.approx(reference.diff, abs=1e-12)
+    assert 0 < result.low < result.diff < result.high
+
+
+def report_with(lift_low: float, comparison=None, skipped: str = "") -> str:
+    results = {"model": {"roc_auc": 0.6}, "baseline": {"roc_auc": 0.5}, "lift": {"roc_auc": 0.1}}
+    lift = BootstrapCI("roc_auc", 0.1, lift_low, 0.2, 1000, 600, 600, block_length=15, test_rows=600)
+    if comparison is not None:
+        results["champion"] = {"roc_auc": 0.58}
+    return evaluation_report(results, 600, comparison, lift=lift, champion_skipped=skipped)
+
+
+def test_the_report_says_whether_the_lift_is_significant() -> None:
+    assert (
+        "+0.1000, 95% CI [+0.0100, +0.2000] from a paired bootstrap of 1000 resamples of 600 rows in "
+        "blocks of 15 consecutive rows (seed 0): **significant**" in report_with(0.01)
+    )
+    assert "**not significant** (the interval does not lie entirely above 0)" in report_with(-0.01)
+    assert "**not significant**" in report_with(0.0)
+
+
+def test_the_report_says_how_many_rows_the_champion_was_compared_on() -> None:
+    partial = BootstrapCI("roc_auc", 0.02, -0.01, 0.05, 1000, 350, 350, block_length=15, test_rows=600)
+    report = report_with(0.01, partial)
+    assert "compared on 350 of 600 test rows the champion never trained on: +0.0200" in report
+    assert "The champion column above is scored on those rows only" in report
+    complete = BootstrapCI("roc_auc", 0.02, -0.01, 0.05, 1000, 600, 600, block_length=15, test_rows=600)
+    assert "scored on those rows only" not in report_with(0.01, complete)
+    assert "The champion was not compared: only 3 of 600." in report_with(0.01, skipped="only 3 of 600")
+
+
+def evaluation_of(run_id: str) -> tuple[dict, str]:
+    return (
+        mlflow.artifacts.load_dict(f"runs:/{run_id}/evaluation.json"),
+        mlflow.artifacts.load_text(f"runs:/{run_id}/evaluation_report.md"),
+    )
+
+
+def test_evaluate_logs_the_lift_ci_and_the_clean_row_comparison(tmp_path, tracking_uri) -> None:
+    predictions = tmp_path / "p.csv"
+    y, y_proba, champion = scored_rows(champion_from=250)
+    write_predictions(predictions, y, y_proba, 0.5, 0.45, champion_proba=champion)
+
+    metrics = evaluate_model(predictions_file=predictions)
+    evaluation, report = evaluation_of(run_named("evaluate_model"))
+
+    # The candidate's own metrics on every test row; the champion and the difference on the clean ones.
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(y, y_proba))
+    assert metrics["champion_roc_auc"] == pytest.approx(roc_auc_score(y[250:], champion[250:]))
+    assert metrics["champion_rows_compared"] == 350
+    comparison = BootstrapCI(**evaluation["champion_comparison"])
+    assert (comparison.n_rows, comparison.test_rows) == (350, 600)
+    assert (comparison.diff, comparison.low, comparison.high) == (
+        metrics["diff_roc_auc"],
+        metrics["diff_roc_auc_ci_low"],
+        metrics["diff_roc_auc_ci_high"],
+    )
+    lift = BootstrapCI(**evaluation["lift_comparison"])
+    assert (lift.diff, lift.low, lift.high) == (
+        metrics["lift_roc_auc"],
+        metrics["lift_roc_auc_ci_low"],
+        metrics["lift_roc_auc_ci_high"],
+    )
+    assert (lift.n_rows, lift.block_length) == (600, 15)
+    assert "champion_skipped" not in evaluation
+    assert "compared on 350 of 600 test rows the champion never trained on" in report
+    assert "Lift over the baseline on roc_auc" in report and "**significant**" in report
+
+
+def test_evaluate_skips_a_champion_with_too_few_clean_rows(tmp_path, tracking_uri, caplog) -> None:
+    predictions = tmp_path / "p.csv"
+    y, y_proba, champion = scored_rows(champion_from=599)
+    write_predictions(predictions, y, y_proba, 0.5, 0.45, champion_proba=champion)
+
+    metrics = evaluate_model(predictions_file=predictions, gate_metric="log_loss")
+    evaluation, report = evaluation_of(run_named("evaluate_model"))
+
+    why = "only 1 of 600 test rows are rows it never trained on"
+    assert f"champion not compared: {why}" in caplog.text
+    assert {name for name in metrics if name.startswith(("champion_", "diff_"))} == {"champion_rows_compared"}
+    assert metrics["lift_log_loss_ci_low"] <= metrics["lift_log_loss"] <= metrics["lift_log_loss_ci_high"]
+    assert evaluation["champion_comparison"] is None
+    assert evaluation["champion_skipped"] == why
+    assert f"The champion was not compared: {why}." in report
+    assert MlflowClient().get_run(run_named("evaluate_model")).info.status == "FINISHED"
