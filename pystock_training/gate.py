@@ -228,12 +228,18 @@ def paired_bootstrap_ci(
 
 @dataclass(frozen=True)
 class Check:
-    """One gate rule: whether it passed, why, and the numbers it looked at."""
+    """One gate rule: whether it passed, why, and the numbers it looked at.
+
+    ``final``: a failure is a verdict on the model itself, which the same model on the same data
+    would get again. A failure that is not (the champion moved meanwhile, the registry did not
+    answer) leaves the run key open, so the next run retries.
+    """
 
     name: str
     passed: bool
     detail: str
     values: dict[str, float | str | None] = field(default_factory=dict)
+    final: bool = True
 
 
 @dataclass(frozen=True)
@@ -241,7 +247,7 @@ class ChampionComparison:
     """The champion as compared on the candidate's test rows, or why it was not."""
 
     version: str | None
-    status: str  # "scored", "none" or "incompatible: <reason>"
+    status: str  # "scored", "none", "incompatible: <reason>" or "not compared: <reason>"
     value: float | None = None
     ci: BootstrapCI | None = None
 
@@ -258,6 +264,11 @@ class GateDecision:
         """The details of the failed checks."""
         return [check.detail for check in self.checks if not check.passed]
 
+    @property
+    def is_final(self) -> bool:
+        """Whether this is a verdict on the model: promoted, or failed a check on its merits."""
+        return self.promote or any(not check.passed and check.final for check in self.checks)
+
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form for decision.json."""
         return {"promote": self.promote, "checks": [asdict(check) for check in self.checks]}
@@ -269,8 +280,13 @@ def decide(
     baseline: float,
     champion: ChampionComparison,
     serving: Check,
+    lift: BootstrapCI | None = None,
 ) -> GateDecision:
-    """Apply the four rules to the candidate's gate metric value."""
+    """Apply the four rules to the candidate's gate metric value.
+
+    ``lift``, the bootstrap CI of the candidate minus the baseline, is reported with the baseline
+    check; the rule itself compares the point values.
+    """
     metric = params.gate_metric
     check_gate_metric(metric)
     comparison = "below" if metric in LOWER_IS_BETTER else "above"
@@ -287,12 +303,28 @@ def decide(
             better(metric, candidate, baseline),
             f"{metric} {candidate:.4f} {'beats' if better(metric, candidate, baseline) else 'does not beat'} "
             f"the naive baseline's {baseline:.4f}",
-            {"value": candidate, "baseline": baseline},
+            {"value": candidate, "baseline": baseline} | _lift_values(lift),
         ),
         _champion_check(params, champion),
         serving,
     ]
     return GateDecision(all(check.passed for check in checks), checks)
+
+
+def lift_significant(lift: BootstrapCI) -> bool:
+    """Whether the lift over the baseline is told apart from none: its whole CI is above 0."""
+    return lift.low > 0
+
+
+def _lift_values(lift: BootstrapCI | None) -> dict[str, float | str | None]:
+    if lift is None:
+        return {}
+    return {
+        "lift": lift.diff,
+        "lift_ci_low": lift.low,
+        "lift_ci_high": lift.high,
+        "lift_significant": "yes" if lift_significant(lift) else "no",
+    }
 
 
 def _champion_check(params: GateParams, champion: ChampionComparison) -> Check:
@@ -301,7 +333,7 @@ def _champion_check(params: GateParams, champion: ChampionComparison) -> Check:
             "champion",
             True,
             f"no comparison with a champion ({champion.status})",
-            {"champion_version": champion.version, "status": champion.status},
+            {"champion_version": champion.version, "status": champion.status, "rows_compared": 0},
         )
     ci = champion.ci
     passed = ci.high >= -params.max_regression
@@ -320,5 +352,6 @@ def _champion_check(params: GateParams, champion: ChampionComparison) -> Check:
             "max_regression": params.max_regression,
             "n_resamples": ci.n_resamples,
             "resample_rows": ci.resample_rows,
+            "rows_compared": ci.n_rows,
         },
     )

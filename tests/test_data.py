@@ -586,7 +586,9 @@ def test_random_split_matches_sklearn_and_partitions(
     _, expected_test = train_test_split(np.arange(n_rows), test_size=test_size, random_state=random_state)
     np.testing.assert_array_equal(positions(parts.test, n_rows), np.sort(expected_test))
     np.testing.assert_array_equal(
-        positions(holdout_rows(n_rows, split="random", test_size=test_size, random_state=random_state), n_rows),
+        positions(
+            holdout_rows(n_rows, split="random", test_size=test_size, random_state=random_state), n_rows
+        ),
         positions(parts.test, n_rows),
     )
     train, validation, test = (positions(p, n_rows) for p in (parts.train, parts.validation, parts.test))

@@ -74,9 +74,11 @@ def test_without_the_lock_the_same_workers_lose_updates(tracking_uri) -> None:
 def test_a_second_holder_waits_and_times_out_in_one_line(tracking_uri) -> None:
     with registry_lock(MODEL, holder="first"):
         started = time.monotonic()
-        with pytest.raises(LockError, match=f"could not take {lock_name(MODEL)} within 0.5s") as error:
-            with registry_lock(MODEL, holder="second", wait_s=0.5, poll_s=0.05):
-                pass
+        with (
+            pytest.raises(LockError, match=f"could not take {lock_name(MODEL)} within 0.5s") as error,
+            registry_lock(MODEL, holder="second", wait_s=0.5, poll_s=0.05),
+        ):
+            pass
         assert time.monotonic() - started >= 0.5
         assert "\n" not in str(error.value)
     # Released: the next one takes it at once.

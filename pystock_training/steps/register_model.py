@@ -236,8 +236,8 @@ def _champion_comparison(
     if status != "scored":
         return ChampionComparison(version, status)
     comparison = evaluation.get("champion_comparison")
-    if comparison is None and evaluation.get("champion_not_compared"):
-        return ChampionComparison(version, f"not compared: {evaluation['champion_not_compared']}")
+    if comparison is None and evaluation.get("champion_skipped"):
+        return ChampionComparison(version, f"not compared: {evaluation['champion_skipped']}")
     if not comparison or comparison.get("metric") != gate_metric:
         raise PystockError(
             f"the evaluate run has no CI for gate_metric {gate_metric!r}; "
