@@ -12,7 +12,6 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from pystock_training import config
-from pystock_training.data import holdout_rows
 from pystock_training.digest import FileDigest
 from pystock_training.distinct import distinct_rows
 from pystock_training.errors import PystockError, first_line
@@ -115,6 +114,10 @@ def clean_rows(
             f"its data file (sha256 {champion.data_digest[:12]}) is not this file nor a verified prefix of "
             "it, so any of these rows may have been its training rows"
         )
+    # Imported here: register_model reads the champion but never splits data, and the split
+    # brings sklearn into its process.
+    from pystock_training.data import holdout_rows
+
     champion_test = np.zeros(shared_rows, dtype=bool)
     champion_test[
         holdout_rows(
