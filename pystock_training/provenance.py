@@ -1,4 +1,7 @@
-"""Where a model came from: the data file's digest and the code version."""
+"""Where a model came from: the code version, and the fingerprint of the code that makes it.
+
+The data file's digest is taken while the file is parsed (pystock_training/digest.py).
+"""
 
 from __future__ import annotations
 
@@ -10,16 +13,6 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CHUNK_BYTES = 1 << 20
-
-
-def file_digest(path: str | Path) -> str:
-    """sha256 of the file's bytes, read in chunks so a large file never sits in memory."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def code_version(root: Path = PROJECT_ROOT) -> str:
