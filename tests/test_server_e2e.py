@@ -7,11 +7,13 @@ stands in for `docker run`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -21,6 +23,7 @@ import pytest
 import requests
 import yaml
 from mlflow import MlflowClient
+from mlflow.entities import Metric, Run
 
 from pystock_training import config
 from tests.conftest import PROJECT_ROOT, signal_frame, subprocess_env
@@ -169,6 +172,69 @@ def test_the_image_refuses_to_start_without_a_tracking_uri(tmp_path) -> None:
     assert "MLFLOW_TRACKING_URI is not set" in result.stderr
 
 
+# The training the server dies in: 60k rows, about 14k distinct training rows, on one thread.
+# XGBoost's default of every core makes OpenMP spin against other processes on a loaded machine
+# (95-180 ms a round on two busy cores, measured), which makes a round's time unpredictable.
+# With the server dead a round took 20-25 ms on two cores under a load of 4-9: 1,500 rounds ended
+# 30-34 s after the kill, which came 0.5-1.1 s (some 25-55 rounds) after the first logged round.
+KILLED_SERVER_ROUNDS = 1_500
+# Logged by autolog on the train_model run after every round.
+TRAINING_ROUND_METRIC = "validation-logloss"
+KILLED_SERVER_ENV = {
+    "OMP_NUM_THREADS": "1",
+    # With the server gone, autolog's metric logger retries its failed batch after every round
+    # and swallows the error, so training runs to its last round, each round paying a failed
+    # request: about 7 s with the image's retry defaults (measured). Without retries it is a
+    # refused connection, so the step gets to the calls that do fail soon after training ends.
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+}
+
+
+@contextlib.contextmanager
+def image_pipeline(cwd: Path, uri: str, *args: str, **extra: str) -> Iterator[subprocess.Popen[str]]:
+    """The image's command in its own process group, killed whole on the way out if still running."""
+    pipeline = subprocess.Popen(
+        [str(ENTRYPOINT), *args],
+        cwd=cwd,
+        env=subprocess_env(uri) | extra,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        yield pipeline
+    finally:
+        if pipeline.poll() is None:
+            # A failed assertion must not leave a training behind on a shared machine.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pipeline.pid, signal.SIGKILL)
+            pipeline.communicate()
+
+
+def wait_for_first_round(
+    client: MlflowClient, pipeline: subprocess.Popen[str], timeout: float = 180
+) -> tuple[Run, list[Metric]]:
+    """The train_model run once autolog has logged a round, read after that round's history."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert pipeline.poll() is None, (
+            f"the pipeline ended before training: {pipeline.communicate()[0][-3000:]}"
+        )
+        experiment_ids = [experiment.experiment_id for experiment in client.search_experiments()]
+        runs = client.search_runs(
+            experiment_ids,
+            "tags.`mlflow.project.entryPoint` = 'train_model' and attributes.status = 'RUNNING'",
+        )
+        if runs:
+            history = client.get_metric_history(runs[0].info.run_id, TRAINING_ROUND_METRIC)
+            if history:
+                # The run read after its history: still RUNNING once those rounds were logged.
+                return client.get_run(runs[0].info.run_id), history
+        time.sleep(0.05)
+    raise AssertionError(f"train_model logged no training round in {timeout}s")
+
+
 def test_server_killed_during_training_fails_cleanly_and_the_next_run_recovers(
     backend, server, tmp_path
 ) -> None:
@@ -178,45 +244,34 @@ def test_server_killed_during_training_fails_cleanly_and_the_next_run_recovers(
     server.start()
     data = tmp_path / "big.csv"
     signal_frame(60_000, seed=5).to_csv(data, header=False, index=False)
-    env = subprocess_env(server.uri) | {
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    }
-    pipeline = subprocess.Popen(
-        [
-            str(ENTRYPOINT),
-            "-P",
-            f"data_file={data}",
-            "-P",
-            "early_stopping_rounds=0",
-            "-P",
-            "num_boost_round=3000",
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    params = ("-P", f"data_file={data}", "-P", "early_stopping_rounds=0")
+    params += ("-P", f"num_boost_round={KILLED_SERVER_ROUNDS}")
     try:
-        client = MlflowClient(server.uri)
-        experiment_ids = [e.experiment_id for e in client.search_experiments()]
-        deadline = time.monotonic() + 120
-        while not client.search_runs(
-            experiment_ids,
-            "tags.`mlflow.project.entryPoint` = 'train_model' and attributes.status = 'RUNNING'",
-        ):
-            assert time.monotonic() < deadline, "train_model never started"
-            time.sleep(0.3)
-        time.sleep(1)
-        server.stop(signal.SIGKILL)
-        output = pipeline.communicate(timeout=400)[0]
-        assert pipeline.returncode != 0, output[-3000:]
+        with image_pipeline(tmp_path, server.uri, *params, **KILLED_SERVER_ENV) as pipeline:
+            train_run, history = wait_for_first_round(MlflowClient(server.uri), pipeline)
+            server.stop(signal.SIGKILL)
+            killed = time.monotonic()
+            since_first_round = time.time() - history[0].timestamp / 1000
+            last_round = max(metric.step for metric in history)
+            assert train_run.info.status == "RUNNING"
+            assert 0 <= last_round < KILLED_SERVER_ROUNDS - 1
+            try:
+                output = pipeline.communicate(timeout=240)[0]
+            except subprocess.TimeoutExpired as exc:
+                tail = (exc.output or b"")[-3000:].decode(errors="replace")
+                raise AssertionError(f"the pipeline still ran 240 s after the server died: {tail}") from None
+            failed_after = time.monotonic() - killed
     finally:
-        if pipeline.poll() is None:
-            os.killpg(pipeline.pid, signal.SIGKILL)
         server.stop(signal.SIGKILL)
+    print(  # noqa: T201 - for the note
+        f"server killed {since_first_round:.2f}s after round 0 was logged (last logged round "
+        f"{last_round} of {KILLED_SERVER_ROUNDS}); the pipeline exited {pipeline.returncode} "
+        f"{failed_after:.1f}s after the kill"
+    )
+    assert pipeline.returncode != 0, output[-3000:]
+    errors = [line for line in output.splitlines() if " ERROR " in line]
+    address = server.uri.removeprefix("http://")
+    assert any("train_model failed: " in line and address in line for line in errors), output[-3000:]
 
     server.start()
     try:
@@ -225,6 +280,11 @@ def test_server_killed_during_training_fails_cleanly_and_the_next_run_recovers(
         result = image_command(tmp_path, server.uri, "-P", f"data_file={small}", "-P", "reap_after_hours=0")
         assert result.returncode == 0, result.stderr[-3000:]
         client = MlflowClient(server.uri)
+        # The server never heard of the rounds after the kill, and the run it left RUNNING is reaped.
+        logged = client.get_metric_history(train_run.info.run_id, TRAINING_ROUND_METRIC)
+        assert max(metric.step for metric in logged) < KILLED_SERVER_ROUNDS - 1
+        assert client.get_run(train_run.info.run_id).info.status == "FAILED"
+        experiment_ids = [experiment.experiment_id for experiment in client.search_experiments()]
         statuses = [run.info.status for run in client.search_runs(experiment_ids, max_results=1000)]
         assert "RUNNING" not in statuses
     finally:
