@@ -7,13 +7,12 @@ stands in for `docker run`.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import mlflow
@@ -26,7 +25,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Run
 
 from pystock_training import config
-from tests.conftest import PROJECT_ROOT, signal_frame, subprocess_env
+from tests.conftest import PROJECT_ROOT, process_group, signal_frame, subprocess_env
 from tests.servers import MlflowServer, free_port, postgres_cluster
 
 pytestmark = pytest.mark.slow
@@ -190,26 +189,11 @@ KILLED_SERVER_ENV = {
 }
 
 
-@contextlib.contextmanager
-def image_pipeline(cwd: Path, uri: str, *args: str, **extra: str) -> Iterator[subprocess.Popen[str]]:
+def image_pipeline(
+    cwd: Path, uri: str, *args: str, **extra: str
+) -> AbstractContextManager[subprocess.Popen[str]]:
     """The image's command in its own process group, killed whole on the way out if still running."""
-    pipeline = subprocess.Popen(
-        [str(ENTRYPOINT), *args],
-        cwd=cwd,
-        env=subprocess_env(uri) | extra,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        yield pipeline
-    finally:
-        if pipeline.poll() is None:
-            # A failed assertion must not leave a training behind on a shared machine.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pipeline.pid, signal.SIGKILL)
-            pipeline.communicate()
+    return process_group([str(ENTRYPOINT), *args], cwd, subprocess_env(uri) | extra)
 
 
 def wait_for_first_round(

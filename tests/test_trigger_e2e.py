@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
 from pystock_training import config
-from tests.conftest import PROJECT_ROOT, signal_frame, subprocess_env
+from tests.conftest import PROJECT_ROOT, process_group, signal_frame, subprocess_env
 from tests.test_pipeline_e2e import mlflow_run
 
 pytestmark = pytest.mark.slow
@@ -109,26 +108,12 @@ def test_two_cron_ticks_together_train_once_and_an_idle_tick_leaves_no_trace(tmp
     assert len(client.search_runs(["0"], max_results=1000)) == runs_before
 
 
-@contextlib.contextmanager
-def running_pipeline(tmp_path: Path, tracking_uri: str, *params: str) -> Iterator[subprocess.Popen[str]]:
+def running_pipeline(
+    tmp_path: Path, tracking_uri: str, *params: str
+) -> AbstractContextManager[subprocess.Popen[str]]:
     """`mlflow run` in its own process group, killed whole on the way out if it is still running."""
-    pipeline = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "run", str(PROJECT_ROOT), "--env-manager", "local", *params],
-        cwd=tmp_path,
-        env=subprocess_env(tracking_uri),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        yield pipeline
-    finally:
-        if pipeline.poll() is None:
-            # A failed assertion must not leave a 100k-round training behind on a shared machine.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pipeline.pid, signal.SIGKILL)
-            pipeline.communicate()
+    command = [sys.executable, "-m", "mlflow", "run", str(PROJECT_ROOT), "--env-manager", "local", *params]
+    return process_group(command, tmp_path, subprocess_env(tracking_uri))
 
 
 def wait_for_running_train(client: MlflowClient, timeout: float = 120) -> str:
