@@ -244,10 +244,10 @@ def run_pipeline(
 def _skip(run: Run, previous: Run, key: str, started: float, fail_on_reject: bool) -> PipelineResult:
     """End this run as ``skipped``, pointing at the run whose verdict this key already has."""
     version = previous.data.tags.get(config.TAG_MODEL_VERSION, "")
-    verdict = previous.data.tags.get(config.TAG_DECISION, "")
+    recorded = previous.data.tags.get(config.TAG_DECISION, "")
     summary = (
         f"skipped: nothing new (run key {key[:12]}); run {previous.info.run_id} already trained it "
-        f"(version {version}, {verdict}); -P force=true retrains "
+        f"(version {version}, {recorded}); -P force=true retrains "
         f"in {time.monotonic() - started:.1f}s"
     )
     mlflow.set_tags(
@@ -268,7 +268,7 @@ def _skip(run: Run, previous: Run, key: str, started: float, fail_on_reject: boo
         metrics={},
         summary=summary,
         fail_on_reject=fail_on_reject,
-        replayed=verdict,
+        replayed=recorded,
     )
     if result.exit_code:
         logger.error("%s (fail_on_reject: exit %d, the recorded verdict)", summary, result.exit_code)
