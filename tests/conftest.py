@@ -7,8 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import mlflow
 import numpy as np
@@ -16,6 +18,7 @@ import pandas as pd
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -82,3 +85,22 @@ def process_group(command: list[str], cwd: Path, env: dict[str, str]) -> Iterato
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
+
+
+def poll_until(check: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.2) -> T:
+    """Call ``check`` until it returns something other than None, and return that.
+
+    The test goes on when the event it needs has happened (a port answers, a run logs a round),
+    however long that takes on a busy machine, up to ``timeout``; the pause only spaces the polls.
+
+    Raises:
+        AssertionError: Nothing came within ``timeout`` seconds; the message names ``what``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not seen within {timeout:g}s")
+        time.sleep(interval)

@@ -11,14 +11,13 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import requests
 
-from tests.conftest import PROJECT_ROOT, subprocess_env
+from tests.conftest import PROJECT_ROOT, poll_until, subprocess_env
 
 SERVER_SCRIPT = PROJECT_ROOT / "scripts" / "mlflow_server.sh"
 
@@ -96,18 +95,21 @@ class MlflowServer:
             self.process = subprocess.Popen(
                 [str(SERVER_SCRIPT)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {self.log.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{self.uri}/health", timeout=2).ok:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"mlflow server did not answer in {timeout}s: {self.log.read_text()[-3000:]}")
+        try:
+            poll_until(self._healthy, timeout=timeout, what=f"{self.uri}/health", interval=0.5)
+        except AssertionError as exc:
+            self.stop()
+            raise RuntimeError(
+                f"mlflow server did not answer ({exc}): {self.log.read_text()[-3000:]}"
+            ) from exc
+
+    def _healthy(self) -> bool | None:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"mlflow server exited: {self.log.read_text()[-3000:]}")
+        try:
+            return True if requests.get(f"{self.uri}/health", timeout=2).ok else None
+        except requests.RequestException:
+            return None
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is None or self.process.poll() is not None:

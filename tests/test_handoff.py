@@ -183,6 +183,9 @@ def test_champion_columns_round_trip_and_are_checked(tmp_path: Path) -> None:
     frame = read_predictions(path)
     assert frame["champion_proba"].tolist() == [0.4, 0.7]
     assert frame["champion_pred"].tolist() == [0, 1]  # at the same threshold as y_pred
+    # Complete champion columns: no empty cells, labels as compact as the others.
+    assert ",," not in path.read_text()
+    assert frame["champion_pred"].dtype == np.int8
 
     lone = tmp_path / "lone.csv"
     lone.write_text("y_test,y_pred,y_proba,baseline_proba,champion_proba\n1,1,0.8,0.5,0.7\n0,0,0.2,0.5,0.1\n")
@@ -327,19 +330,6 @@ def test_champion_cells_are_empty_where_it_may_have_trained(tmp_path: Path) -> N
     assert frame["champion_pred"].iloc[2:].tolist() == [1, 0]
     # The other columns keep their compact types.
     assert frame["y_test"].dtype == np.int8 and frame["y_pred"].dtype == np.int8
-
-
-def test_complete_champion_columns_read_as_before(tmp_path: Path) -> None:
-    path = write_predictions(
-        tmp_path / "p.csv",
-        np.array([1, 0]),
-        np.array([0.8, 0.2]),
-        0.5,
-        0.5,
-        champion_proba=np.array([0.4, 0.7]),
-    )
-    assert ",," not in path.read_text()
-    assert read_predictions(path)["champion_pred"].dtype == np.int8
 
 
 def test_a_champion_with_no_clean_row_reads_as_all_empty(tmp_path: Path) -> None:

@@ -15,11 +15,11 @@ from tests.conftest import PROJECT_ROOT, subprocess_env
 
 MODEL = "locked-model"
 
-# Each worker adds 1 to a counter tag, WORKER_ROUNDS times, reading and writing it with a pause
-# in between, as register_model reads @champion and then moves it.
+# Each worker adds 1 to a counter tag, WORKER_ROUNDS times, reading it, writing a record of its
+# own, then writing the counter: register_model's read of @champion, its tag writes, the move.
 WORKER = textwrap.dedent(
     """
-    import sys, time
+    import sys
     from mlflow import MlflowClient
     from pystock_training.lock import registry_lock
 
@@ -33,7 +33,8 @@ WORKER = textwrap.dedent(
             context = contextlib.nullcontext()
         with context:
             value = int(client.get_registered_model("counter").tags["value"])
-            time.sleep(0.05)
+            for record in range(3):
+                client.set_registered_model_tag("counter", f"record-{{record}}", str(value))
             client.set_registered_model_tag("counter", "value", str(value + 1))
     """
 )

@@ -25,7 +25,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Run
 
 from pystock_training import config
-from tests.conftest import PROJECT_ROOT, process_group, signal_frame, subprocess_env
+from tests.conftest import PROJECT_ROOT, poll_until, process_group, signal_frame, subprocess_env
 from tests.servers import MlflowServer, free_port, postgres_cluster
 
 pytestmark = pytest.mark.slow
@@ -128,15 +128,15 @@ def test_the_champion_answers_invocations_from_mlflow_models_serve(server, tmp_p
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while True:
+
+        def answers() -> bool | None:
             assert serve.poll() is None, serve.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "mlflow models serve did not come up"
             try:
-                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).ok:
-                    break
+                return True if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).ok else None
             except requests.RequestException:
-                time.sleep(0.5)
+                return None
+
+        poll_until(answers, timeout=120, what="mlflow models serve's /ping", interval=0.5)
         rows = signal_frame(7, seed=9).iloc[:, :-1]
         body = {
             "dataframe_split": {"columns": [f"f{i}" for i in range(14)], "data": rows.to_numpy().tolist()}
@@ -200,8 +200,8 @@ def wait_for_first_round(
     client: MlflowClient, pipeline: subprocess.Popen[str], timeout: float = 180
 ) -> tuple[Run, list[Metric]]:
     """The train_model run once autolog has logged a round, read after that round's history."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def first_round() -> tuple[Run, list[Metric]] | None:
         assert pipeline.poll() is None, (
             f"the pipeline ended before training: {pipeline.communicate()[0][-3000:]}"
         )
@@ -210,13 +210,11 @@ def wait_for_first_round(
             experiment_ids,
             "tags.`mlflow.project.entryPoint` = 'train_model' and attributes.status = 'RUNNING'",
         )
-        if runs:
-            history = client.get_metric_history(runs[0].info.run_id, TRAINING_ROUND_METRIC)
-            if history:
-                # The run read after its history: still RUNNING once those rounds were logged.
-                return client.get_run(runs[0].info.run_id), history
-        time.sleep(0.05)
-    raise AssertionError(f"train_model logged no training round in {timeout}s")
+        history = client.get_metric_history(runs[0].info.run_id, TRAINING_ROUND_METRIC) if runs else []
+        # The run read after its history: still RUNNING once those rounds were logged.
+        return (client.get_run(runs[0].info.run_id), history) if history else None
+
+    return poll_until(first_round, timeout=timeout, what="a logged training round", interval=0.05)
 
 
 def test_server_killed_during_training_fails_cleanly_and_the_next_run_recovers(

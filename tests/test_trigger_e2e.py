@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from pystock_training import config
-from tests.conftest import PROJECT_ROOT, process_group, signal_frame, subprocess_env
+from tests.conftest import PROJECT_ROOT, poll_until, process_group, signal_frame, subprocess_env
 from tests.test_pipeline_e2e import mlflow_run
 
 pytestmark = pytest.mark.slow
@@ -117,18 +116,16 @@ def running_pipeline(
 
 
 def wait_for_running_train(client: MlflowClient, timeout: float = 120) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def training() -> str | None:
         runs = client.search_runs(
             ["0"],
             filter_string="attributes.status = 'RUNNING' "
             "and tags.`mlflow.project.entryPoint` = 'train_model'",
         )
         # The data digest tag is set once the data is loaded: training is under way.
-        if runs and config.TAG_DATA_DIGEST in runs[0].data.tags:
-            return runs[0].info.run_id
-        time.sleep(0.2)
-    raise AssertionError("train_model never started")
+        return runs[0].info.run_id if runs and config.TAG_DATA_DIGEST in runs[0].data.tags else None
+
+    return poll_until(training, timeout=timeout, what="a RUNNING train_model with its data loaded")
 
 
 def slow_training_data(tmp_path: Path) -> tuple[Path, tuple[str, ...]]:
