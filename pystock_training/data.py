@@ -125,7 +125,7 @@ class _Layout:
     def where(self, path: Path, row: int) -> str:
         if self.skip_lines is None:
             return f"row {row + 1}"
-        return f"line {_csv_line_of_row(path, row, self.skip_lines)}"
+        return f"line {csv_line_of_row(path, row, self.skip_lines)}"
 
     def column(self, feature: int) -> str:
         return f"column {self.column_offset + feature + 1}"
@@ -156,9 +156,29 @@ def _read_parquet(path: Path, content: pa.Buffer) -> tuple[pa.Table, _Layout]:
     return pa.Table.from_arrays(columns, names=names), _Layout(skip_lines=None)
 
 
-def _load_csv(
-    path: Path, head: bytes, stream: io.BufferedReader, reader: HashingReader, prefix_sizes: tuple[int, ...]
-) -> Dataset:
+@dataclass(frozen=True)
+class CsvHead:
+    """What the first lines of a CSV say about its layout.
+
+    Attributes:
+        skip_lines: Lines before the first data row (leading blank lines, the header).
+        has_index: Whether the first column is ``DataFrame.to_csv``'s unnamed index.
+        n_columns: Columns after the index, if any.
+        first_line: The first non-blank line, the header if there is one.
+    """
+
+    skip_lines: int
+    has_index: bool
+    n_columns: int
+    first_line: bytes
+
+
+def sniff_csv(path: Path, head: bytes) -> CsvHead:
+    """Read a CSV's layout from its first bytes (``SNIFF_BYTES`` of them).
+
+    Raises:
+        DataError: The bytes are binary, blank or not UTF-8.
+    """
     if b"\x00" in head:
         raise DataError(path, "binary content, expected a CSV or Parquet file")
     lines = head.splitlines()
@@ -171,11 +191,18 @@ def _load_csv(
     except UnicodeDecodeError as exc:
         raise DataError(path, "not UTF-8 text, expected a CSV or Parquet file") from exc
     has_header, has_index = _sniff_header(fields)
-    n_columns = len(fields) - int(has_index)
+    return CsvHead(blank + int(has_header), has_index, len(fields) - int(has_index), lines[blank])
+
+
+def _load_csv(
+    path: Path, head: bytes, stream: io.BufferedReader, reader: HashingReader, prefix_sizes: tuple[int, ...]
+) -> Dataset:
+    sniffed = sniff_csv(path, head)
+    has_index, n_columns = sniffed.has_index, sniffed.n_columns
     if n_columns < 2:
         raise DataError(path, f"needs at least 2 columns (features and label), found {n_columns}")
 
-    layout = _Layout(skip_lines=blank + int(has_header), column_offset=int(has_index))
+    layout = _Layout(skip_lines=sniffed.skip_lines, column_offset=int(has_index))
     names = [*feature_names(n_columns - 1), LABEL_COLUMN]
     read_names = ["index", *names] if has_index else names
     read_options = pa_csv.ReadOptions(column_names=read_names, skip_rows=layout.skip_lines)
@@ -327,7 +354,7 @@ def _find_bad_cell(path: Path, names: list[str], layout: _Layout) -> tuple[int, 
     return None
 
 
-def _csv_line_of_row(path: Path, row: int, skip_lines: int) -> int:
+def csv_line_of_row(path: Path, row: int, skip_lines: int) -> int:
     """The 1-based file line of a data row, counting the empty lines pyarrow skips."""
     seen = -1
     with path.open("rb") as handle:
