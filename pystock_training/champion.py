@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.models.model import ModelInfo
 
 from pystock_training import config
 from pystock_training.digest import FileDigest
@@ -20,6 +21,32 @@ logger = logging.getLogger(__name__)
 
 # What the registry answers for "no such model" and "no such alias" (SQLite and REST stores).
 NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"})
+
+
+# The champion status of a candidate whose input contract differs from the champion's.
+INCOMPATIBLE = "incompatible"
+
+
+def model_features(info: ModelInfo) -> list[str] | None:
+    """A logged model's feature names: its MLmodel metadata, else its signature's input names."""
+    listed = (info.metadata or {}).get(config.FEATURES_KEY)
+    if listed:
+        return [str(name) for name in listed]
+    if info.signature is not None and info.signature.inputs is not None:
+        return [str(name) for name in info.signature.inputs.input_names()]
+    return None
+
+
+def contract_change(champion: list[str] | None, candidate: list[str]) -> str:
+    """How the candidate's input contract differs from the champion's, in words."""
+    if champion is None:
+        return f"the champion records no input contract, this model takes {_described(candidate)}"
+    return f"the champion takes {_described(champion)}, this model takes {_described(candidate)}"
+
+
+def _described(features: list[str]) -> str:
+    names = f"{features[0]}..{features[-1]}" if len(features) > 1 else ", ".join(features)
+    return f"{len(features)} features ({names})"
 
 
 @dataclass(frozen=True)
@@ -162,15 +189,12 @@ def score_champion(
         return ChampionScore(None, "none")
     uri = champion.uri
     try:
-        signature = mlflow.models.get_model_info(uri).signature
+        found = model_features(mlflow.models.get_model_info(uri))
     except MlflowException as exc:
         raise PystockError(f"champion {uri} could not be read: {first_line(exc)}") from exc
     expected = list(features.columns)
-    if signature is None or signature.inputs.input_names() != expected:
-        found = signature.inputs.input_names() if signature else "no signature"
-        return _not_compared(
-            champion.version, f"incompatible: its inputs are {found}, the data has {expected}"
-        )
+    if found != expected:
+        return _not_compared(champion.version, f"{INCOMPATIBLE}: {contract_change(found, expected)}")
     n_clean = int(clean.sum())
     classes = np.unique(labels[clean])
     if n_clean < config.MIN_ROWS_COMPARED or len(classes) < 2:

@@ -56,6 +56,13 @@ GATE_OPTIONS = (
     ),
     click.option("--min-score", type=float, default=config.MIN_SCORE, show_default=True),
     click.option("--max-regression", type=float, default=config.MAX_REGRESSION, show_default=True),
+    click.option(
+        "--allow-schema-change",
+        type=bool,
+        default=config.ALLOW_SCHEMA_CHANGE,
+        show_default=True,
+        help="Promote a model whose features differ from the champion's (downstream expects it).",
+    ),
 )
 
 

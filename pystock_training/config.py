@@ -44,6 +44,9 @@ LOWER_IS_BETTER: Final = frozenset({"log_loss"})
 MIN_SCORE: Final = 0.5
 MAX_REGRESSION: Final = 0.01
 FAIL_ON_REJECT: Final = False
+# A candidate whose features differ from the champion's is promoted only when the user says
+# downstream expects the new shape.
+ALLOW_SCHEMA_CHANGE: Final = False
 # Scheduling: retrain although the run key says nothing changed; reap RUNNING runs older than this.
 FORCE: Final = False
 REAP_AFTER_HOURS: Final = 6.0
@@ -55,6 +58,9 @@ MIN_ROWS: Final = 30
 # Fewer test rows than this that the champion provably never trained on say nothing about
 # which model is better: a 100-row ROC AUC has a 95% interval about 0.2 wide.
 MIN_ROWS_COMPARED: Final = 100
+# The MLmodel metadata key listing a model's feature names in order (serving.FEATURES_KEY, which
+# is logged with the model and so cannot import this module).
+FEATURES_KEY: Final = "features"
 # Rows of the input example stored with the model and predicted by the serving check.
 EXAMPLE_ROWS: Final = 5
 
@@ -80,6 +86,8 @@ TAG_CHAMPION_VERSION: Final = "pystock.champion_version"
 TAG_CHAMPION_STATUS: Final = "pystock.champion_status"
 TAG_REASONS: Final = "pystock.reasons"
 TAG_SERVING_CHECK: Final = "pystock.serving_check"
+# On a version promoted although its features differ from the champion's: how they differ.
+TAG_SCHEMA_CHANGE: Final = "pystock.schema_change"
 TAG_SUMMARY: Final = "pystock.summary"
 TAG_RUN_KEY: Final = "pystock.run_key"
 TAG_SKIPPED_FOR: Final = "pystock.skipped_for"

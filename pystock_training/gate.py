@@ -1,15 +1,18 @@
 """The promotion gate: does the candidate earn ``champion``?
 
 The daily up/down signal is weak and test sets can be small, so a bare point comparison with the
-champion would move the alias at random. The gate instead asks four questions, all of which must
+champion would move the alias at random. The gate instead asks five questions, all of which must
 be yes:
 
 1. ``min_score``: is the candidate's gate metric better than an absolute floor?
 2. ``baseline``: does it beat the naive baseline (training prior / majority class)?
-3. ``champion``: is it *not significantly worse* than the current champion on the same test rows?
+3. ``input_contract``: does it take the champion's features, or did the user allow a new shape
+   (``allow_schema_change``)? Clients send the champion's columns.
+4. ``champion``: is it *not significantly worse* than the current champion on the same test rows?
    The paired block bootstrap 95% CI of (candidate - champion), oriented so positive means better, must
    not lie entirely below ``-max_regression``. A difference inside the noise never decides.
-4. ``serving``: does the registered version load through pyfunc and predict sane probabilities?
+5. ``serving``: does the registered version load through pyfunc and give the same sane
+   probabilities for its input example sent named, positionally, as an array and as a list?
 """
 
 from __future__ import annotations
@@ -282,7 +285,7 @@ def decide(
     serving: Check,
     lift: BootstrapCI | None = None,
 ) -> GateDecision:
-    """Apply the four rules to the candidate's gate metric value.
+    """Apply the five rules to the candidate's gate metric value.
 
     ``lift``, the bootstrap CI of the candidate minus the baseline, is reported with the baseline
     check; the rule itself compares the point values.
@@ -305,6 +308,7 @@ def decide(
             f"the naive baseline's {baseline:.4f}",
             {"value": candidate, "baseline": baseline} | _lift_values(lift),
         ),
+        _contract_check(params, champion),
         _champion_check(params, champion),
         serving,
     ]
@@ -325,6 +329,32 @@ def _lift_values(lift: BootstrapCI | None) -> dict[str, float | str | None]:
         "lift_ci_high": lift.high,
         "lift_significant": "yes" if lift_significant(lift) else "no",
     }
+
+
+def _contract_check(params: GateParams, champion: ChampionComparison) -> Check:
+    """The candidate takes the champion's features, or the user said the shape may change.
+
+    Downstream clients send the champion's columns; a new shape promoted silently breaks them.
+    """
+    changed = champion.status.startswith("incompatible")
+    change = champion.status.partition(": ")[2] if changed else ""
+    if not changed:
+        detail = "same features as the champion" if champion.version else "no champion to match"
+        return Check("input_contract", True, detail, {"champion_version": champion.version})
+    if params.allow_schema_change:
+        return Check(
+            "input_contract",
+            True,
+            f"input contract changes, allowed by allow_schema_change: {change}",
+            {"champion_version": champion.version, "change": change},
+        )
+    return Check(
+        "input_contract",
+        False,
+        f"input contract changes: {change}; clients of champion version {champion.version} would break "
+        "(pass -P allow_schema_change=true when downstream expects the new shape)",
+        {"champion_version": champion.version, "change": change},
+    )
 
 
 def _champion_check(params: GateParams, champion: ChampionComparison) -> Check:

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from importlib.metadata import version
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
 import xgboost as xgb
+from mlflow.models import Model, ModelSignature
+from mlflow.models.model import ModelInfo
+from mlflow.types import ColSpec, Schema
 
+from pystock_training import config, serving
 from pystock_training.params import TrainParams
 from pystock_training.tracking import signals_held
 
@@ -63,3 +73,45 @@ def predict_proba(booster: xgb.Booster, features: pd.DataFrame) -> np.ndarray:
 def model_requirements() -> list[str]:
     """Exact pins of the packages a logged model needs to load and predict."""
     return [f"{name}=={version(name)}" for name in MODEL_REQUIREMENTS]
+
+
+def log_model(booster: xgb.Booster, name: str, input_example: pd.DataFrame) -> ModelInfo:
+    """Log the booster as a model whose pyfunc flavour is ``pystock_training.serving``.
+
+    The files are the xgboost flavour's (``mlflow.xgboost.load_model`` gives the Booster); only
+    the pyfunc loader differs, and its module travels in the model's ``code/`` folder so the
+    model loads where this package is not installed. The signature declares the output only:
+    an input schema would make MLflow refuse, before the loader sees them, the positional and
+    numpy inputs the contract accepts (see serving.py). The feature names go in the MLmodel
+    metadata instead, where the gate compares them with the champion's.
+    """
+    return Model.log(
+        artifact_path=None,
+        name=name,
+        flavor=_FLAVOR,
+        booster=booster,
+        signature=ModelSignature(outputs=Schema([ColSpec("double")])),
+        input_example=input_example,
+        # Naming the requirements skips MLflow's inference, which re-imports the model in a
+        # subprocess (about 3 s a run); these are what that inference finds.
+        pip_requirements=model_requirements(),
+        metadata={config.FEATURES_KEY: list(booster.feature_names or [])},
+    )
+
+
+def _save_model(path: str, mlflow_model: Model, booster: xgb.Booster, **kwargs: Any) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        # Only the serving module (and its package's marker), not the training code.
+        package = Path(scratch) / "pystock_training"
+        package.mkdir()
+        (package / "__init__.py").write_text('"""The pyStock model\'s serving code, logged with it."""\n')
+        shutil.copyfile(serving.__file__, package / "serving.py")
+        mlflow.xgboost.save_model(
+            booster, path, mlflow_model=mlflow_model, code_paths=[str(package)], **kwargs
+        )
+    mlflow_model.flavors["python_function"]["loader_module"] = serving.__name__
+    mlflow_model.save(str(Path(path) / "MLmodel"))
+
+
+# What ``Model.log`` needs of a flavour module: a name and a ``save_model``.
+_FLAVOR = SimpleNamespace(__name__=serving.__name__, save_model=_save_model)

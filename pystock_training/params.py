@@ -31,7 +31,12 @@ TRAIN_PARAMETERS = (
 NOT_IN_RUN_KEY = {
     "threshold": "turns the same probabilities into labels; the model does not change",
 }
-RUN_KEY_PARAMETERS = tuple(name for name in TRAIN_PARAMETERS if name not in NOT_IN_RUN_KEY)
+# allow_schema_change does not change the model, but a rejection for a changed input contract is
+# final: the same key with the flag set must train again, or the flag could never take effect.
+RUN_KEY_PARAMETERS = (
+    *(name for name in TRAIN_PARAMETERS if name not in NOT_IN_RUN_KEY),
+    "allow_schema_change",
+)
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class GateParams:
     gate_metric: str
     min_score: float
     max_regression: float
+    allow_schema_change: bool = config.ALLOW_SCHEMA_CHANGE
 
 
 def default_predictions_file(run_id: str) -> Path:

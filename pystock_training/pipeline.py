@@ -18,6 +18,7 @@ from pystock_training import config
 from pystock_training.digest import file_digest
 from pystock_training.errors import DataError, PystockError
 from pystock_training.params import (
+    RUN_KEY_PARAMETERS,
     TRAIN_PARAMETERS,
     GateParams,
     TrainParams,
@@ -53,6 +54,7 @@ class PipelineParams:
     gate_metric: str = config.GATE_METRIC
     min_score: float = config.MIN_SCORE
     max_regression: float = config.MAX_REGRESSION
+    allow_schema_change: bool = config.ALLOW_SCHEMA_CHANGE
     fail_on_reject: bool = config.FAIL_ON_REJECT
     force: bool = config.FORCE
     reap_after_hours: float = config.REAP_AFTER_HOURS
@@ -61,12 +63,17 @@ class PipelineParams:
         """The parameters train_model takes, by name."""
         return {name: getattr(self, name) for name in TRAIN_PARAMETERS}
 
+    def run_key_params(self) -> dict[str, object]:
+        """The parameters the run key hashes, by name."""
+        return {name: getattr(self, name) for name in RUN_KEY_PARAMETERS}
+
     def gate_params(self) -> dict[str, object]:
         """The promotion gate's parameters, by name."""
         return {
             "gate_metric": self.gate_metric,
             "min_score": self.min_score,
             "max_regression": self.max_regression,
+            "allow_schema_change": self.allow_schema_change,
         }
 
 
@@ -153,7 +160,7 @@ def run_pipeline(
         # train_model checks that the bytes it trains on hash to this, so the key, the digest
         # and the model all describe one version of the file.
         data_digest = file_digest(data_file).sha256
-        key = run_key(data_digest, code_fingerprint(), params.train_params())
+        key = run_key(data_digest, code_fingerprint(), params.run_key_params())
         mlflow.set_tag(config.TAG_RUN_KEY, key)
         previous = previous_run(run.info.experiment_id, key, exclude_run_id=run.info.run_id)
         if previous is not None and not params.force:

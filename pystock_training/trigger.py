@@ -142,7 +142,7 @@ def main(data_file: str) -> None:
         logger.error("%s: no such file", path)
         sys.exit(1)
     try:
-        result = check(path, PipelineParams(data_file=str(path)).train_params())
+        result = check(path, PipelineParams(data_file=str(path)).run_key_params())
     except Exception as exc:  # noqa: BLE001 - the boundary: one line, then a real failure exit
         logger.error("cannot check %s against %s: %s", path, mlflow.get_tracking_uri(), exc)
         sys.exit(1)

@@ -79,7 +79,40 @@ def test_each_rule(candidate, baseline, champ, serving, promote, failed) -> None
     assert decision.promote is promote
     assert [check.name for check in decision.checks if not check.passed] == failed
     assert len(decision.reasons) == len(failed)
-    assert [check.name for check in decision.checks] == ["min_score", "baseline", "champion", "serving"]
+    assert [check.name for check in decision.checks] == [
+        "min_score",
+        "baseline",
+        "input_contract",
+        "champion",
+        "serving",
+    ]
+
+
+INCOMPATIBLE = ChampionComparison(
+    "3", "incompatible: the champion takes 14 features (f0..f13), this model takes 15 features (f0..f14)"
+)
+
+
+@pytest.mark.parametrize(
+    ("champ", "allow", "promote"),
+    [
+        (NO_CHAMPION, False, True),
+        (INCOMPATIBLE, False, False),
+        (INCOMPATIBLE, True, True),
+    ],
+)
+def test_a_changed_input_contract_is_promoted_only_when_allowed(champ, allow, promote) -> None:
+    params = GateParams("roc_auc", 0.5, 0.01, allow_schema_change=allow)
+    decision = decide(params, 0.60, 0.50, champ, SERVING_OK)
+    assert decision.promote is promote
+    contract = next(check for check in decision.checks if check.name == "input_contract")
+    assert contract.passed is promote
+    if champ is INCOMPATIBLE:
+        assert contract.values["change"].startswith("the champion takes 14 features")
+    if not promote:
+        # A verdict on the model: the same model on the same data is rejected again.
+        assert decision.is_final
+        assert "allow_schema_change=true" in contract.detail
 
 
 def test_lower_is_better_gate_metric() -> None:

@@ -169,8 +169,11 @@ def test_serving_check_accepts_a_real_model(tracking_uri, signal_csv, tmp_path) 
     assert np.all((proba > 0) & (proba < 1))
 
 
-def test_a_champion_with_other_inputs_is_skipped_and_the_record_says_why(tmp_path, tracking_uri) -> None:
-    # Champion version 1 was trained on 5 features; the new data has 14.
+def test_a_changed_input_contract_is_rejected_unless_allowed_and_then_recorded(
+    tmp_path, tracking_uri
+) -> None:
+    # Champion version 1 takes 5 features; the new table has 14. Its clients send 5 columns,
+    # so promoting the new model silently would break every one of them.
     narrow = tmp_path / "narrow.csv"
     signal_frame(n_rows=300).iloc[:, 9:].to_csv(narrow, header=False, index=False)
     predictions = tmp_path / "p.csv"
@@ -183,15 +186,28 @@ def test_a_champion_with_other_inputs_is_skipped_and_the_record_says_why(tmp_pat
     trained = train_model(data_file=wide, predictions_file=predictions, num_boost_round=10)
     tags = MlflowClient().get_run(trained.run_id).data.tags
     assert tags[config.TAG_CHAMPION_VERSION] == "1"
-    assert tags[config.TAG_CHAMPION_STATUS].startswith(
-        "incompatible: its inputs are ['f0', 'f1', 'f2', 'f3', 'f4'], the data has"
-    )
+    change = "the champion takes 5 features (f0..f4), this model takes 14 features (f0..f13)"
+    assert tags[config.TAG_CHAMPION_STATUS] == f"incompatible: {change}"
     assert "champion_proba" not in pd.read_csv(predictions).columns
     evaluate_model(predictions_file=predictions)
-    result = register_model(train_run_id=trained.run_id, evaluate_run_id=run_named("evaluate_model"))
-    champion_check = next(check for check in result.decision.checks if check.name == "champion")
-    assert champion_check.passed and "incompatible" in champion_check.detail
-    assert result.promoted
+    evaluate_run_id = run_named("evaluate_model")
+
+    rejected = register_model(train_run_id=trained.run_id, evaluate_run_id=evaluate_run_id)
+    assert not rejected.promoted and rejected.decision.is_final
+    assert [check.name for check in rejected.decision.checks if not check.passed] == ["input_contract"]
+    assert "allow_schema_change=true" in rejected.summary
+    assert (
+        str(MlflowClient().get_model_version_by_alias(config.MODEL_NAME, config.ALIAS_CHAMPION).version)
+        == "1"
+    )
+
+    allowed = register_model(
+        train_run_id=trained.run_id, evaluate_run_id=evaluate_run_id, allow_schema_change=True
+    )
+    assert allowed.promoted
+    assert allowed.version.tags[config.TAG_SCHEMA_CHANGE] == change
+    champion = MlflowClient().get_model_version_by_alias(config.MODEL_NAME, config.ALIAS_CHAMPION)
+    assert str(champion.version) == str(allowed.version.version)
 
 
 def test_a_champion_that_cannot_be_scored_fails_training_instead_of_being_skipped(

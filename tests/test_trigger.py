@@ -14,7 +14,7 @@ from pystock_training.provenance import code_fingerprint, source_digest
 from pystock_training.trigger import compute_run_key, run_key
 from tests.conftest import PROJECT_ROOT
 
-PARAMS = PipelineParams().train_params()
+PARAMS = PipelineParams().run_key_params()
 
 
 def test_same_inputs_same_key_and_each_input_matters() -> None:
@@ -37,7 +37,14 @@ def test_same_inputs_same_key_and_each_input_matters() -> None:
     ],
 )
 def test_what_cannot_change_the_model_stays_out_of_the_key(params: PipelineParams) -> None:
-    assert run_key("d" * 64, "abc", params.train_params()) == run_key("d" * 64, "abc", PARAMS)
+    assert run_key("d" * 64, "abc", params.run_key_params()) == run_key("d" * 64, "abc", PARAMS)
+
+
+def test_allowing_a_schema_change_reopens_the_key() -> None:
+    # A rejection for a changed input contract is final; with the flag set, the same data and
+    # model must be decided again.
+    allowed = PipelineParams(allow_schema_change=True).run_key_params()
+    assert run_key("d" * 64, "abc", allowed) != run_key("d" * 64, "abc", PARAMS)
 
 
 def test_content_not_name_or_mtime(tmp_path: Path) -> None:
@@ -74,7 +81,7 @@ def test_the_run_key_takes_every_training_parameter_but_the_named_exclusions() -
     # A training parameter added to TRAIN_PARAMETERS is in the key unless NOT_IN_RUN_KEY says
     # why not: the key cannot silently miss a parameter that changes the model.
     assert set(NOT_IN_RUN_KEY) <= set(TRAIN_PARAMETERS)
-    assert set(RUN_KEY_PARAMETERS) == set(TRAIN_PARAMETERS) - set(NOT_IN_RUN_KEY)
+    assert set(RUN_KEY_PARAMETERS) == set(TRAIN_PARAMETERS) - set(NOT_IN_RUN_KEY) | {"allow_schema_change"}
     assert all(why for why in NOT_IN_RUN_KEY.values())
     changed = {"model_name": "other", "split": "random", "test_size": 0.2, "random_state": 7}
     changed |= {"num_boost_round": 9, "max_depth": 5, "learning_rate": 0.5, "early_stopping_rounds": 0}

@@ -293,7 +293,7 @@ def test_a_key_whose_last_verdict_was_retry_trains_on_the_next_tick(tmp_path, tr
     data = tmp_path / "data.csv"
     signal_frame(300).to_csv(data, header=False, index=False)
     key = compute_run_key(
-        data, PipelineParams(data_file=str(data), num_boost_round=NUM_BOOST_ROUND).train_params()
+        data, PipelineParams(data_file=str(data), num_boost_round=NUM_BOOST_ROUND).run_key_params()
     )
     # An earlier pipeline on this key lost the race for the champion (see the step-level test).
     lost = parent_run(

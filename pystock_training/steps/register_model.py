@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import mlflow
 import numpy as np
+import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
@@ -54,6 +56,7 @@ def register_model(
     gate_metric: str = config.GATE_METRIC,
     min_score: float = config.MIN_SCORE,
     max_regression: float = config.MAX_REGRESSION,
+    allow_schema_change: bool = config.ALLOW_SCHEMA_CHANGE,
 ) -> RegisterResult:
     """Register the train run's model as ``challenger``; move ``champion`` only if it passes the gate.
 
@@ -64,7 +67,7 @@ def register_model(
     Raises:
         PystockError: The runs or the model cannot be found, or the evaluate run lacks the metrics.
     """
-    gate = GateParams(gate_metric, min_score, max_regression)
+    gate = GateParams(gate_metric, min_score, max_regression, allow_schema_change)
     timer = StepTimer()
     with step_run("register_model") as run:
         log_missing_params(
@@ -177,6 +180,11 @@ def _decide_and_record(
         config.TAG_VERDICT: final,
         config.TAG_REASONS: "; ".join(decision.reasons)[:5000],
     }
+    change = next(
+        (check.values.get("change") for check in decision.checks if check.name == "input_contract"), None
+    )
+    if change:
+        tags[config.TAG_SCHEMA_CHANGE] = str(change)
     if decision.promote:
         tags[config.TAG_REPLACED_VERSION] = now or "none"
         # Only a lease run out (a section stalled for minutes) loses the lock; then nothing is
@@ -314,11 +322,14 @@ class ServingUnavailableError(PystockError):
 
 
 def serving_check(model_name: str, version: str) -> np.ndarray:
-    """Load the version from the registry as downstream does and predict its input example.
+    """Load the version from the registry as downstream does and predict its input example in
+    every shape the clients send: named, positional (as ``pd.read_csv(header=None)`` reads a
+    headerless file), a 2-D array and a list of rows. All must give the same probabilities.
 
     Raises:
         ServingUnavailableError: It does not load.
-        PystockError: Its predictions are not finite probabilities, one per row.
+        PystockError: A shape is refused, or the predictions are not the same finite
+            probabilities, one per row.
     """
     uri = f"models:/{model_name}/{version}"
     try:
@@ -331,13 +342,31 @@ def serving_check(model_name: str, version: str) -> np.ndarray:
     example = model.input_example
     if example is None:
         raise PystockError(f"serving check failed: {uri} has no input example to predict")
-    try:
-        predictions = np.asarray(model.predict(example), dtype=np.float64).ravel()
-    except Exception as exc:
-        raise PystockError(f"serving check failed: {uri} did not predict ({first_line(exc)})") from exc
-    if len(predictions) != len(example) or not np.all(np.isfinite(predictions)):
-        raise PystockError(f"serving check failed: {uri} gave {predictions!r} for {len(example)} rows")
+    named = pd.DataFrame(example)
+    shapes = {
+        "named": named,
+        "positional": pd.read_csv(io.StringIO(named.to_csv(header=False, index=False)), header=None),
+        "array": named.to_numpy(),
+        "list of rows": named.to_numpy().tolist(),
+    }
+    results = {}
+    for shape, data in shapes.items():
+        try:
+            results[shape] = np.asarray(model.predict(data), dtype=np.float64).ravel()
+        except Exception as exc:
+            raise PystockError(
+                f"serving check failed: {uri} refused the {shape} input shape ({first_line(exc)})"
+            ) from exc
+    predictions = results["named"]
+    if len(predictions) != len(named) or not np.all(np.isfinite(predictions)):
+        raise PystockError(f"serving check failed: {uri} gave {predictions!r} for {len(named)} rows")
     if np.any((predictions < 0) | (predictions > 1)):
         raise PystockError(f"serving check failed: {uri} predicted values outside [0, 1]")
-    logger.info("serving check passed: %s predicted %d rows", uri, len(predictions))
+    for shape, values in results.items():
+        if values.shape != predictions.shape or not np.allclose(values, predictions):
+            raise PystockError(
+                f"serving check failed: {uri} predicted {values!r} for the {shape} shape, "
+                f"{predictions!r} for the named one"
+            )
+    logger.info("serving check passed: %s predicted %d rows in %d shapes", uri, len(predictions), len(shapes))
     return predictions

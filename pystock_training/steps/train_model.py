@@ -17,7 +17,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import xgboost as xgb
-from mlflow.models import infer_signature
 
 from pystock_training import config
 from pystock_training.champion import clean_rows, find_champion, score_champion
@@ -25,7 +24,7 @@ from pystock_training.data import Dataset, Split, load_dataset, split_rows
 from pystock_training.distinct import distinct_rows
 from pystock_training.errors import DataError
 from pystock_training.handoff import write_predictions
-from pystock_training.model import fit, model_requirements, predict_proba
+from pystock_training.model import fit, log_model, predict_proba
 from pystock_training.params import TrainParams, check_train_params, default_predictions_file
 from pystock_training.provenance import code_version
 from pystock_training.tracking import StepTimer, log_missing_params, step_run
@@ -137,19 +136,11 @@ def train_model(
             _log_predictions_artifact(path)
 
         with timer.phase("log_model"):
-            # float64 in the signature: a double column accepts the float64 frames pandas reads
-            # by default as well as float32 and ints; a float32 one refuses float64 input.
+            # The named shape, as float64 (what pandas reads by default); the serving check
+            # also sends these rows positionally, as an array and as a list.
             example = x_test.iloc[: config.EXAMPLE_ROWS].astype(np.float64)
             mlflow.log_dict(_importance(booster), "feature_importance.json")
-            model_info = mlflow.xgboost.log_model(
-                booster,
-                name=config.MODEL_ARTIFACT_NAME,
-                signature=infer_signature(example, y_proba[: config.EXAMPLE_ROWS]),
-                input_example=example,
-                # Naming the requirements skips MLflow's inference, which re-imports the model
-                # in a subprocess (about 3 s a run); these are what that inference finds.
-                pip_requirements=model_requirements(),
-            )
+            model_info = log_model(booster, config.MODEL_ARTIFACT_NAME, example)
         train_rows = _count(parts.train, labels)
         mlflow.log_metrics(
             {
