@@ -162,18 +162,35 @@ def _numeric(values: np.ndarray, features: list[str]) -> np.ndarray:
     """Cast to float32, refusing cells that are not numbers: a string "1" is a client's bug."""
     if values.dtype.kind in "biuf":
         return _finite(values.astype(np.float32, copy=False), features)
-    if values.dtype != object:
+    if values.dtype.kind in "US":
+        # JSON rows mixing numbers and a string arrive as all strings: point at the cell that
+        # is not even a number written as text, as the client wrote it.
+        ok = np.frompyfunc(_reads_as_number, 1, 1)(values).astype(bool)
+        if ok.all():
+            ok[:] = False
+    elif values.dtype == object:
+        ok = np.frompyfunc(lambda cell: cell is None or isinstance(cell, Real | np.bool_), 1, 1)(values)
+        ok = ok.astype(bool)
+    else:
         raise InputContractError(f"expected numeric {contract(features)}, got values of type {values.dtype}")
-    is_number = np.frompyfunc(lambda cell: cell is None or isinstance(cell, Real | np.bool_), 1, 1)
-    ok = is_number(values).astype(bool)
     if not ok.all():
         row, column = np.argwhere(~ok)[0]
+        cell = values[row, column]
+        cell = cell.item() if isinstance(cell, np.generic) else cell
         raise InputContractError(
-            f"expected numbers in {contract(features)}, got {values[row, column]!r} in row {row}, "
+            f"expected numbers in {contract(features)}, got {cell!r} in row {row}, "
             f"column {column} ({features[column]}); use NaN or null for a missing value"
         )
     matrix = np.where(values == None, np.nan, values).astype(np.float32)  # noqa: E711 - elementwise
     return _finite(matrix, features)
+
+
+def _reads_as_number(cell: str | bytes) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
 
 
 def _finite(matrix: np.ndarray, features: list[str]) -> np.ndarray:
