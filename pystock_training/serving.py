@@ -129,7 +129,9 @@ def _rows_array(rows: list | tuple, features: list[str]) -> np.ndarray:
         )
     if not rows:
         return np.empty((0, len(features)), dtype=np.float32)
-    return np.array(rows, dtype=object)
+    # numpy's own inference first (fast, and numeric when every cell is a number); a mix with
+    # strings or nulls becomes a str or object array that _numeric checks cell by cell.
+    return np.array(rows)
 
 
 def _check_width(width: int, features: list[str]) -> None:
