@@ -15,6 +15,9 @@ from pystock_training.steps.evaluate_model import evaluate_model
     show_default=True,
     help="Metric whose paired bootstrap CI against the champion is computed.",
 )
+@click.option(
+    "--model-uri", default="", help="The logged model the predictions are of; its page lists the metrics."
+)
 def main(**params: str) -> None:
     """Log metrics, baseline and champion metrics, the CI, plots and a report on this run."""
     configure_logging()

@@ -84,8 +84,6 @@ TAG_EVALUATE_RUN_ID: Final = "pystock.evaluate_run_id"
 TAG_METRIC_PREFIX: Final = "pystock.metric."
 TAG_CHAMPION_VERSION: Final = "pystock.champion_version"
 TAG_CHAMPION_STATUS: Final = "pystock.champion_status"
-TAG_REASONS: Final = "pystock.reasons"
-TAG_SERVING_CHECK: Final = "pystock.serving_check"
 # On a version promoted although its features differ from the champion's: how they differ.
 TAG_SCHEMA_CHANGE: Final = "pystock.schema_change"
 TAG_SUMMARY: Final = "pystock.summary"

@@ -7,12 +7,18 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import ExecutionException
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_PROJECT_ENTRY_POINT, MLFLOW_PROJECT_ENV
+from mlflow.utils.mlflow_tags import (
+    MLFLOW_PARENT_RUN_ID,
+    MLFLOW_PROJECT_ENTRY_POINT,
+    MLFLOW_PROJECT_ENV,
+    MLFLOW_RUN_NOTE,
+)
 
 from pystock_training import config
 from pystock_training.digest import file_digest
@@ -27,6 +33,7 @@ from pystock_training.params import (
     default_predictions_file,
 )
 from pystock_training.provenance import PROJECT_ROOT, code_fingerprint
+from pystock_training.report import run_description
 from pystock_training.tracking import log_missing_params, step_run
 from pystock_training.trigger import previous_run, reap_orphans, run_key
 
@@ -187,7 +194,11 @@ def run_pipeline(
         )
         evaluate = _run_step(
             "evaluate_model",
-            {"predictions_file": str(predictions_file), "gate_metric": params.gate_metric},
+            {
+                "predictions_file": str(predictions_file),
+                "gate_metric": params.gate_metric,
+                "model_uri": train.data.tags[config.TAG_MODEL_URI],
+            },
             **common,
         )
         register = _run_step(
@@ -212,10 +223,8 @@ def run_pipeline(
             name: value for name, value in evaluate.data.metrics.items() if not name.startswith("timing_")
         }
         mlflow.log_metrics(metrics)
-        mlflow.log_dict(
-            mlflow.artifacts.load_dict(f"runs:/{register.info.run_id}/{config.DECISION_ARTIFACT}"),
-            config.DECISION_ARTIFACT,
-        )
+        record = mlflow.artifacts.load_dict(f"runs:/{register.info.run_id}/{config.DECISION_ARTIFACT}")
+        mlflow.log_dict(record, config.DECISION_ARTIFACT)
         summary = f"{register.data.tags[config.TAG_SUMMARY]} in {time.monotonic() - started:.1f}s"
         mlflow.set_tags(
             {
@@ -226,6 +235,10 @@ def run_pipeline(
                 config.TAG_EVALUATE_RUN_ID: evaluate.info.run_id,
                 config.TAG_DATA_DIGEST: train.data.tags.get(config.TAG_DATA_DIGEST, ""),
                 config.TAG_SUMMARY: summary,
+                # The run page shows this note as its description, in Markdown.
+                MLFLOW_RUN_NOTE: run_description(
+                    record | {"summary": summary}, _links(run, params.model_name, version, evaluate)
+                ),
             }
         )
     result = PipelineResult(
@@ -246,6 +259,16 @@ def run_pipeline(
     else:
         logger.info("%s", summary)
     return result
+
+
+def _links(run: Run, model_name: str, version: str, evaluate: Run) -> dict[str, str]:
+    """Links to the version, the decision record and the report, as the MLflow UI routes them."""
+    runs = f"#/experiments/{run.info.experiment_id}/runs"
+    return {
+        f"{model_name} version {version}": f"#/models/{quote(model_name)}/versions/{version}",
+        "decision record": f"{runs}/{run.info.run_id}/artifacts/{config.DECISION_ARTIFACT}",
+        "evaluation report": f"{runs}/{evaluate.info.run_id}/artifacts/evaluation_report.md",
+    }
 
 
 def _skip(run: Run, previous: Run, key: str, started: float, fail_on_reject: bool) -> PipelineResult:

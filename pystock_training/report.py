@@ -1,6 +1,8 @@
-"""The human-readable evaluation report logged on the evaluate run."""
+"""What people read: the evaluation report, and the registry's and the parent run's descriptions."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from pystock_training.config import LOWER_IS_BETTER
 from pystock_training.gate import BootstrapCI
@@ -83,3 +85,79 @@ def _interval(ci: BootstrapCI) -> str:
         f"{ci.confidence:.0%} CI [{ci.low:+.4f}, {ci.high:+.4f}] from a paired bootstrap of "
         f"{ci.n_resamples} resamples of {ci.resample_rows} rows in {blocks}{rescaled} (seed {ci.seed})"
     )
+
+
+def model_description(features: list[str]) -> str:
+    """Markdown for the registered model: what it predicts, its input contract, its aliases."""
+    names = f"`{features[0]}`..`{features[-1]}`" if len(features) > 1 else f"`{features[0]}`"
+    return "\n".join(
+        [
+            'Predicts whether a stock closes up tomorrow: the probability of "up" from the last '
+            f"{len(features)} days' up/down flags (pyStock).",
+            "",
+            f"**Input**: {len(features)} features {names}, oldest day first (1 = the day closed up), "
+            "any numeric or bool dtype, NaN or null for missing. Accepted as a DataFrame with those "
+            f"names, any DataFrame of exactly {len(features)} columns (by position, as "
+            "`pd.read_csv(f, header=None)` gives), a 2-D array or a list of rows; over "
+            "`mlflow models serve` as `dataframe_split` (with or without `columns`), "
+            "`dataframe_records`, `inputs` or `instances`. Anything else is refused with one line "
+            "(HTTP 400) saying what was expected.",
+            "",
+            "**Output**: one probability per row.",
+            "",
+            "**Aliases**: `champion` is the version downstream deploys; it moves only when a version "
+            "passes the promotion gate (better than a floor and the naive baseline, not significantly "
+            "worse than the champion on rows it never trained on, same input contract, serves every "
+            "input shape). `challenger` is the newest trained version, promoted or not. Each "
+            "version's description says what was decided and why.",
+        ]
+    )
+
+
+def run_description(record: dict[str, Any], links: dict[str, str]) -> str:
+    """Markdown for the pipeline's parent run: the summary, the numbers with their CIs, the links.
+
+    ``record`` is the register step's ``decision.json``; ``links`` maps a label (the version,
+    the decision record, the report) to a URL.
+    """
+    metric = record["gate"]["gate_metric"]
+    checks = {check["name"]: check for check in record["checks"]}
+    candidate = record["candidate"][metric]
+    baseline = record["candidate"][f"baseline_{metric}"]
+    lift = checks.get("baseline", {}).get("values", {})
+    champion = checks.get("champion", {}).get("values", {})
+    lines = [
+        f"**{record['verdict'].capitalize()}**: {record['summary']}",
+        "",
+        f"| {metric} | value | difference (positive is better) | 95% CI |",
+        "|---|---:|---:|---|",
+        f"| model | {candidate:.4f} | | |",
+        f"| naive baseline | {baseline:.4f} | {_signed(lift.get('lift'))} | {_ci(lift, 'lift_ci')} |",
+    ]
+    if champion.get("diff") is not None:
+        lines.append(
+            f"| champion version {champion['champion_version']} ({champion['rows_compared']} rows) | "
+            f"{champion['champion_value']:.4f} | {champion['diff']:+.4f} | {_ci(champion, 'ci')} |"
+        )
+    else:
+        status = record.get("champion_status", "none")
+        lines.append(f"| champion | not compared: {status} | | |")
+    lines += [
+        "",
+        "Checks: " + ", ".join(f"{name} {_mark(check['passed'])}" for name, check in checks.items()),
+    ]
+    lines += ["", " · ".join(f"[{label}]({url})" for label, url in links.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _signed(value: float | None) -> str:
+    return "" if value is None else f"{value:+.4f}"
+
+
+def _ci(values: dict[str, Any], prefix: str) -> str:
+    low, high = values.get(f"{prefix}_low"), values.get(f"{prefix}_high")
+    return "" if low is None or high is None else f"[{low:+.4f}, {high:+.4f}]"
+
+
+def _mark(passed: bool) -> str:
+    return "passed" if passed else "**failed**"

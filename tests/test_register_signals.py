@@ -71,7 +71,7 @@ RAISED = {
     "SIGTERM": ("Terminated", "terminated by SIGTERM"),
     "SIGINT": ("KeyboardInterrupt", "KeyboardInterrupt"),
 }
-GATE_CHECKS = ("min_score", "baseline", "champion", "serving")
+GATE_CHECKS = ("min_score", "baseline", "input_contract", "champion", "serving")
 
 
 def champion_and_candidate(data_file: Path, predictions: Path) -> tuple[str, str]:
@@ -210,14 +210,8 @@ def test_a_signal_inside_the_section_is_delivered_after_it_with_the_promotion_co
     assert tags[config.TAG_DECISION] == "promoted"
     assert tags[config.TAG_VERDICT] == "final"
     assert tags[config.TAG_REPLACED_VERSION] == "1"
-    assert tags[config.TAG_REASONS] == ""
-    assert tags[config.TAG_SERVING_CHECK] == "passed"
-    gate_tags = {
-        key.removeprefix("pystock.gate."): value
-        for key, value in tags.items()
-        if key.startswith("pystock.gate.")
-    }
-    assert gate_tags == dict.fromkeys(GATE_CHECKS, "passed")
+    version = client.get_model_version(config.MODEL_NAME, "2")
+    assert version.description.startswith(f"promoted {config.MODEL_NAME} version 2 (")
     assert client.get_model_version(config.MODEL_NAME, "1").aliases == []
 
     run = register_run()
@@ -231,6 +225,7 @@ def test_a_signal_inside_the_section_is_delivered_after_it_with_the_promotion_co
         "2",
         "1",
     )
+    assert {check["name"]: check["passed"] for check in record["checks"]} == dict.fromkeys(GATE_CHECKS, True)
     assert_ended_killed_without_lock(client, sig)
 
 
@@ -258,7 +253,7 @@ def test_a_signal_before_the_section_leaves_the_champion_untouched(
     version = client.get_model_version(config.MODEL_NAME, "2")
     assert version.aliases == []
     assert not {config.TAG_DECISION, config.TAG_VERDICT, config.TAG_REPLACED_VERSION} & set(version.tags)
-    assert not any(key.startswith("pystock.gate.") for key in version.tags)
+    assert not version.description
     run = register_run()
     assert config.TAG_DECISION not in run.data.tags
     assert config.DECISION_ARTIFACT not in {

@@ -12,9 +12,10 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from pystock_training import config
-from pystock_training.errors import DataError, PystockError
+from pystock_training.errors import DataError, PystockError, first_line
 from pystock_training.gate import BootstrapCI, oriented_diff, paired_bootstrap_ci, uses_probabilities
 from pystock_training.handoff import read_predictions
 from pystock_training.metrics import (
@@ -43,7 +44,7 @@ class ChampionResult:
 
 
 def evaluate_model(
-    *, predictions_file: str | Path, gate_metric: str = config.GATE_METRIC
+    *, predictions_file: str | Path, gate_metric: str = config.GATE_METRIC, model_uri: str = ""
 ) -> dict[str, float]:
     """Score the test predictions against the naive baseline and, when present, the champion.
 
@@ -53,7 +54,9 @@ def evaluate_model(
     it is compared only on the rows where its cells are filled (the rows it never trained on):
     ``champion_rows_compared``, its metrics on those rows (``champion_roc_auc``) and the CI of
     the candidate's difference to it on the same rows (``diff_roc_auc``, ``diff_roc_auc_ci_low``,
-    ``diff_roc_auc_ci_high``). Also logs plots, ``evaluation.json`` and a report.
+    ``diff_roc_auc_ci_high``). Also logs plots, ``evaluation.json`` and a report. With
+    ``model_uri`` (the train run's logged model), the metrics are logged against that model too,
+    so its page and every registered version of it list them.
 
     Returns:
         The logged metrics.
@@ -64,11 +67,14 @@ def evaluate_model(
     """
     timer = StepTimer()
     with step_run("evaluate_model") as run:
-        log_missing_params(run, {"predictions_file": predictions_file, "gate_metric": gate_metric})
+        log_missing_params(
+            run, {"predictions_file": predictions_file, "gate_metric": gate_metric, "model_uri": model_uri}
+        )
         try:
             check_gate_metric(gate_metric)
         except ValueError as exc:
             raise PystockError(f"invalid parameters: {exc}") from exc
+        model_id = _model_id(model_uri) if model_uri else None
         with timer.phase("read_predictions"):
             frame = read_predictions(predictions_file)
         y_true = frame["y_test"].to_numpy()
@@ -102,7 +108,7 @@ def evaluate_model(
                 f"diff_{gate_metric}_ci_low": comparison.low,
                 f"diff_{gate_metric}_ci_high": comparison.high,
             }
-        mlflow.log_metrics(flat)
+        mlflow.log_metrics(flat, model_id=model_id)
         with timer.phase("plots"):
             for name, figure in evaluation_figures(y_true, y_pred, y_proba, baseline_proba, rows).items():
                 mlflow.log_figure(figure, f"plots/{name}")
@@ -138,6 +144,22 @@ def evaluate_model(
             len(frame),
         )
         return flat
+
+
+def _model_id(model_uri: str) -> str:
+    """The logged model's id: ``models:/m-<id>`` names it; another URI is looked up."""
+    name = model_uri.removeprefix("models:/")
+    if name != model_uri and name.startswith("m-") and "/" not in name:
+        return name
+    try:
+        model_id = mlflow.models.get_model_info(model_uri).model_id
+    except MlflowException as exc:
+        raise PystockError(f"model_uri {model_uri!r}: {first_line(exc)}") from exc
+    if not model_id:
+        raise PystockError(
+            f"model_uri {model_uri!r} is not a logged model (MLflow 3), so no metrics can go to it"
+        )
+    return model_id
 
 
 def lift_ci(

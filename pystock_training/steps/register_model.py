@@ -16,7 +16,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from pystock_training import config
-from pystock_training.champion import current_champion
+from pystock_training.champion import current_champion, model_features
 from pystock_training.errors import PystockError, first_line
 from pystock_training.gate import (
     BootstrapCI,
@@ -28,6 +28,7 @@ from pystock_training.gate import (
 )
 from pystock_training.lock import RegistryLock, registry_lock
 from pystock_training.params import GateParams, check_register_params
+from pystock_training.report import model_description
 from pystock_training.tracking import StepTimer, log_missing_params, signals_held, step_run
 
 logger = logging.getLogger(__name__)
@@ -93,18 +94,14 @@ def register_model(
         champion = _champion_comparison(train_run, evaluation, metrics, gate_metric)
         lift = _lift(evaluation, gate_metric)
 
+        # Only what people search versions by; the metrics are the logged model's (the version
+        # page lists them), the checks are in decision.json and the description.
         tags = {
-            config.TAG_TRAIN_RUN_ID: train_run_id,
-            config.TAG_EVALUATE_RUN_ID: evaluate_run_id,
             config.TAG_DATA_DIGEST: train_run.data.tags.get(config.TAG_DATA_DIGEST, "unknown"),
             config.TAG_DATA_SIZE: train_run.data.tags.get(config.TAG_DATA_SIZE, "unknown"),
             config.TAG_DATA_ROWS: train_run.data.tags.get(config.TAG_DATA_ROWS, "unknown"),
             config.TAG_CODE_VERSION: train_run.data.tags.get(config.TAG_CODE_VERSION, "unknown"),
-        } | {
-            f"{config.TAG_METRIC_PREFIX}{name}": f"{value:.6g}"
-            for name, value in metrics.items()
-            if name.removeprefix("baseline_").removeprefix("champion_") in config.METRIC_NAMES
-            or name.startswith("diff_")
+            f"{config.TAG_METRIC_PREFIX}{gate_metric}": f"{metrics[gate_metric]:.6g}",
         }
         try:
             with timer.phase("register"):
@@ -116,7 +113,7 @@ def register_model(
 
         with timer.phase("serving_check"):
             serving = _serving_check(model_name, number)
-        client.set_model_version_tag(model_name, number, config.TAG_SERVING_CHECK, _passed(serving.passed))
+            features = _features(model_uri)
         decision = decide(
             gate, metrics[gate_metric], metrics[f"baseline_{gate_metric}"], champion, serving, lift
         )
@@ -131,7 +128,7 @@ def register_model(
             signals_held(),
         ):
             decision, summary = _decide_and_record(
-                client, lock, model_name, number, gate, metrics, champion, lift, decision
+                client, lock, model_name, number, gate, metrics, champion, lift, decision, features
             )
         timer.log()
         logger.info("%s", summary)
@@ -148,6 +145,7 @@ def _decide_and_record(
     champion: ChampionComparison,
     lift: BootstrapCI | None,
     decision: GateDecision,
+    features: list[str] | None,
 ) -> tuple[GateDecision, str]:
     """Compare-and-set ``champion`` under the lock and write the decision everywhere it is read.
 
@@ -175,11 +173,7 @@ def _decide_and_record(
     verdict = "promoted" if decision.promote else "rejected"
     final = "final" if decision.is_final else "retry"
     summary = _summary(verdict, number, model_name, gate_metric, metrics, champion, lift, decision, now)
-    tags = {f"pystock.gate.{check.name}": _passed(check.passed) for check in decision.checks} | {
-        config.TAG_DECISION: verdict,
-        config.TAG_VERDICT: final,
-        config.TAG_REASONS: "; ".join(decision.reasons)[:5000],
-    }
+    tags = {config.TAG_DECISION: verdict, config.TAG_VERDICT: final}
     change = next(
         (check.values.get("change") for check in decision.checks if check.name == "input_contract"), None
     )
@@ -192,6 +186,10 @@ def _decide_and_record(
         lock.ensure_held()
     for key, value in tags.items():
         client.set_model_version_tag(model_name, number, key, value)
+    client.update_model_version(model_name, number, description=summary)
+    if features and (decision.promote or not client.get_registered_model(model_name).description):
+        # The contract downstream calls: the champion's (the first version's until one is promoted).
+        client.update_registered_model(model_name, description=model_description(features))
     record = {
         "verdict": verdict,
         "final": decision.is_final,
@@ -218,8 +216,13 @@ def _decide_and_record(
     return decision, summary
 
 
-def _passed(passed: bool) -> str:
-    return "passed" if passed else "failed"
+def _features(model_uri: str) -> list[str] | None:
+    """The model's input contract, for the registered model's description (None if unreadable)."""
+    try:
+        return model_features(mlflow.models.get_model_info(model_uri))
+    except MlflowException as exc:
+        logger.warning("cannot read the features of %s: %s", model_uri, first_line(exc))
+        return None
 
 
 def _evaluation(evaluate_run_id: str) -> dict[str, Any]:
