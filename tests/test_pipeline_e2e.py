@@ -123,14 +123,31 @@ def test_default_run_trains_evaluates_and_registers_a_loadable_model(tmp_path, t
         evaluate.data.metrics["roc_auc"], rel=1e-5
     )
     assert {"champion", "challenger"} <= set(version.aliases)
-    model = mlflow.pyfunc.load_model(f"models:/{config.MODEL_NAME}/1")
-    # A plain read_csv frame (int64), and the float64 frames batch scorers usually hold.
+    model = mlflow.pyfunc.load_model(f"models:/{config.MODEL_NAME}@{config.ALIAS_CHAMPION}")
+    # What the existing batch scorer does (int64 columns 0..13), the named float64 frame, numpy.
     rows = pd.read_csv(data_file, header=None).iloc[:50, :-1]
-    rows.columns = [f"f{i}" for i in range(rows.shape[1])]
-    for frame in (rows, rows.astype("float64")):
-        proba = np.asarray(model.predict(frame))
-        assert proba.shape == (50,)
-        assert np.all((proba > 0) & (proba < 1))
+    named = rows.set_axis([f"f{i}" for i in range(rows.shape[1])], axis=1).astype("float64")
+    expected = np.asarray(model.predict(named))
+    assert expected.shape == (50,) and np.all((expected > 0) & (expected < 1))
+    for frame in (rows, rows.to_numpy(), rows.to_numpy().tolist()):
+        np.testing.assert_allclose(model.predict(frame), expected)
+
+    # The pages people read: the registered model, the version, the logged model, the parent run.
+    registered = client.get_registered_model(config.MODEL_NAME)
+    assert "14 features `f0`..`f13`" in registered.description
+    assert "`champion` is the version downstream deploys" in registered.description
+    assert version.description == register.data.tags[config.TAG_SUMMARY]
+    assert len(version.tags) <= 10, sorted(version.tags)
+    # The SQLite store leaves ModelVersion.model_id empty; the source names the logged model.
+    model_id = version.model_id or version.source.removeprefix("models:/")
+    logged = {metric.key: metric.value for metric in client.get_logged_model(model_id).metrics}
+    assert logged["roc_auc"] == evaluate.data.metrics["roc_auc"]
+    assert logged["baseline_roc_auc"] == evaluate.data.metrics["baseline_roc_auc"]
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith(f"**Promoted**: {parent.data.tags[config.TAG_SUMMARY]}")
+    assert f"| model | {evaluate.data.metrics['roc_auc']:.4f} |" in note
+    assert f"[{config.MODEL_NAME} version 1](#/models/{config.MODEL_NAME}/versions/1)" in note
+    assert f"runs/{parent.info.run_id}/artifacts/decision.json" in note
 
     assert parent.data.tags[config.TAG_DECISION] == "promoted"
     assert parent.data.tags[config.TAG_MODEL_VERSION] == "1"
