@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +14,7 @@ from mlflow import MlflowClient
 
 from pystock_training import config
 from pystock_training.steps.score import TAG_OUTPUT_FILE
-from tests.conftest import PROJECT_ROOT, signal_frame
+from tests.conftest import PROJECT_ROOT, signal_frame, subprocess_env
 from tests.test_pipeline_e2e import mlflow_run
 from tests.test_score import expected_proba, fit_booster, register_booster, sklearn_metrics
 
@@ -104,3 +107,36 @@ def test_bad_input_exits_non_zero_with_one_line_no_file_and_no_running_run(
     runs = score_runs(MlflowClient(tracking_uri))
     assert [run.info.status for run in runs] == ["FAILED"]
     assert problem in runs[0].data.tags[config.TAG_ERROR]
+
+
+def test_cron_score_scores_with_the_champion_a_real_pipeline_promoted(tmp_path, tracking_uri) -> None:
+    data_file = tmp_path / "train.csv"
+    signal_frame(n_rows=400).to_csv(data_file, header=False, index=False)
+    trained = mlflow_run(tmp_path, tracking_uri, "-P", f"data_file={data_file}", "-P", "num_boost_round=20")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    frame = signal_frame(n_rows=500, seed=8).iloc[:, :14]
+    frame.to_csv(tmp_path / "today.csv", header=False, index=False)
+
+    # Relative paths, as a crontab line in the data folder would give them.
+    result = subprocess.run(
+        [str(PROJECT_ROOT / "scripts" / "cron_score.sh"), "today.csv", "today-scored.csv"],
+        cwd=tmp_path,
+        env=subprocess_env(tracking_uri)
+        | {"PYSTOCK_PYTHON": sys.executable, "PYSTOCK_LOCK_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert result.stdout.splitlines()[-1].endswith(
+        f"scored {tmp_path}/today.csv into {tmp_path}/today-scored.csv"
+    )
+    # The probabilities of the registered booster itself, loaded natively, not through pyfunc.
+    booster = mlflow.xgboost.load_model(f"models:/{config.MODEL_NAME}/1")
+    scored = pd.read_csv(tmp_path / "today-scored.csv")
+    np.testing.assert_array_equal(scored["y_proba"].to_numpy(), expected_proba(booster, frame.to_numpy()))
+    (run,) = score_runs(MlflowClient(tracking_uri))
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[config.TAG_MODEL_VERSION] == "1"
