@@ -29,7 +29,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from pystock_training import config
-from pystock_training.batches import BATCH_ROWS, Batch, open_features
+from pystock_training.batches import BATCH_ROWS, Batch, FeatureTable, open_features
 from pystock_training.distinct import DistinctRows, distinct_rows
 from pystock_training.errors import DataError, PystockError, first_line
 from pystock_training.handoff import atomic_write
@@ -124,8 +124,6 @@ def score(
         logger.info(
             "scoring %s with %s (%d features) into %s", input_path, model.uri, len(features), output_path
         )
-        counts = LabelCounts()
-        predicted_up = 0
         with open_features(input_path, len(features), batch_rows) as table:
             mlflow.set_tag(TAG_HAS_LABELS, str(table.has_labels).lower())
             # Everything, the run's records included, happens before the rename: an output file
@@ -133,15 +131,9 @@ def score(
             with atomic_write(output_path) as handle:
                 with timer.phase("score"):
                     writer = _OutputWriter(handle, output_path, table.has_labels)
-                    for batch in table.batches():
-                        distinct, proba = _predict(predictor, model.uri, features, batch, input_path)
-                        y_proba = distinct.expand(proba)
-                        y_pred = (y_proba >= threshold).astype(np.int8)
-                        predicted_up += int(y_pred.sum())
-                        writer.write(y_proba, y_pred, batch.labels)
-                        if batch.labels is not None:
-                            counts.add(proba, batch.labels, distinct.inverse)
-                    writer.close()
+                    counts, predicted_up = _score_table(
+                        table, writer, predictor, model.uri, features, threshold
+                    )
                 with timer.phase("metrics"):
                     metrics, skipped = _metrics(counts, threshold) if table.has_labels else ({}, "")
                 rows = table.rows
@@ -165,6 +157,29 @@ def score(
             f" (roc_auc {metrics['roc_auc']:.4f} at threshold {threshold:g})" if metrics else "",
         )
         return ScoreResult(run.info.run_id, output_path, rows, model, table.has_labels, metrics)
+
+
+def _score_table(
+    table: FeatureTable,
+    writer: _OutputWriter,
+    predictor: Any,
+    uri: str,
+    features: list[str],
+    threshold: float,
+) -> tuple[LabelCounts, int]:
+    """Predict and write every batch; the label counts and how many rows were predicted up."""
+    counts = LabelCounts()
+    predicted_up = 0
+    for batch in table.batches():
+        distinct, proba = _predict(predictor, uri, features, batch, table.path)
+        y_proba = distinct.expand(proba)
+        y_pred = (y_proba >= threshold).astype(np.int8)
+        predicted_up += int(y_pred.sum())
+        writer.write(y_proba, y_pred, batch.labels)
+        if batch.labels is not None:
+            counts.add(proba, batch.labels, distinct.inverse)
+    writer.close()
+    return counts, predicted_up
 
 
 def check_paths(input_file: str | Path, output_file: str | Path) -> tuple[Path, Path]:
