@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,8 +29,6 @@ import pyarrow.parquet as pq
 from pystock_training.data import PARQUET_MAGIC, SNIFF_BYTES, csv_line_of_row, feature_names, sniff_csv
 from pystock_training.digest import FileDigest, HashingReader, file_digest
 from pystock_training.errors import DataError, first_line
-
-logger = logging.getLogger(__name__)
 
 # Rows per batch: about 30 MB of float32 features for 14 columns. Each batch costs one model
 # call (a few ms of MLflow overhead), so batches much smaller than this are slower and larger
