@@ -17,11 +17,14 @@ def evaluation_report(
     *,
     lift: BootstrapCI | None = None,
     champion_skipped: str = "",
+    artifacts: str = "",
 ) -> str:
     """Markdown: the model against the naive baseline and the champion, per metric, the CIs and the plots.
 
     ``comparison`` is the CI of candidate - champion, ``lift`` that of model - baseline;
-    ``champion_skipped`` says why a champion in the predictions was not compared.
+    ``champion_skipped`` says why a champion in the predictions was not compared. ``artifacts``
+    is the UI route of the run's artifacts (``#/experiments/<id>/runs/<id>/artifacts``): MLflow's
+    report viewer shows no images and resolves no relative paths, so the plots are links there.
     """
     has_champion = "champion" in results
     lines = [
@@ -71,7 +74,8 @@ def evaluation_report(
     else:
         lines.append("No champion was compared (none yet, or its inputs did not fit).")
     lines += ["", "## Plots", ""]
-    lines += [f"![{name}](plots/{name}.png)" for name in PLOTS]
+    prefix = f"{artifacts}/" if artifacts else ""
+    lines += [f"- [{name}]({prefix}plots/{name}.png)" for name in PLOTS]
     return "\n".join(lines) + "\n"
 
 
@@ -115,48 +119,48 @@ def model_description(features: list[str]) -> str:
 
 
 def run_description(record: dict[str, Any], links: dict[str, str]) -> str:
-    """Markdown for the pipeline's parent run: the summary, the numbers with their CIs, the links.
+    """Markdown for the pipeline's parent run: the verdict and links, the summary, the numbers.
 
     ``record`` is the register step's ``decision.json``; ``links`` maps a label (the version,
-    the decision record, the report) to a URL.
+    the decision record, the report) to a URL. The run page folds the note to its first lines,
+    so the verdict and the links come first.
     """
     metric = record["gate"]["gate_metric"]
     checks = {check["name"]: check for check in record["checks"]}
-    candidate = record["candidate"][metric]
-    baseline = record["candidate"][f"baseline_{metric}"]
     lift = checks.get("baseline", {}).get("values", {})
     champion = checks.get("champion", {}).get("values", {})
     lines = [
-        f"**{record['verdict'].capitalize()}**: {record['summary']}",
+        f"**{record['verdict'].capitalize()}** · "
+        + " · ".join(f"[{label}]({url})" for label, url in links.items()),
         "",
-        f"| {metric} | value | difference (positive is better) | 95% CI |",
-        "|---|---:|---:|---|",
-        f"| model | {candidate:.4f} | | |",
-        f"| naive baseline | {baseline:.4f} | {_signed(lift.get('lift'))} | {_ci(lift, 'lift_ci')} |",
+        record["summary"],
+        "",
+        f"- model: {metric} {record['candidate'][metric]:.4f}",
+        f"- naive baseline: {record['candidate'][f'baseline_{metric}']:.4f}; model minus baseline "
+        f"{_signed(lift.get('lift'))}, 95% CI {_ci(lift, 'lift_ci')}",
     ]
     if champion.get("diff") is not None:
         lines.append(
-            f"| champion version {champion['champion_version']} ({champion['rows_compared']} rows) | "
-            f"{champion['champion_value']:.4f} | {champion['diff']:+.4f} | {_ci(champion, 'ci')} |"
+            f"- champion version {champion['champion_version']}: {champion['champion_value']:.4f} on "
+            f"{champion['rows_compared']} rows it never trained on; model minus champion "
+            f"{champion['diff']:+.4f}, 95% CI {_ci(champion, 'ci')}"
         )
     else:
-        status = record.get("champion_status", "none")
-        lines.append(f"| champion | not compared: {status} | | |")
+        lines.append(f"- champion: not compared ({record.get('champion_status', 'none')})")
     lines += [
         "",
         "Checks: " + ", ".join(f"{name} {_mark(check['passed'])}" for name, check in checks.items()),
     ]
-    lines += ["", " · ".join(f"[{label}]({url})" for label, url in links.items())]
     return "\n".join(lines) + "\n"
 
 
 def _signed(value: float | None) -> str:
-    return "" if value is None else f"{value:+.4f}"
+    return "n/a" if value is None else f"{value:+.4f}"
 
 
 def _ci(values: dict[str, Any], prefix: str) -> str:
     low, high = values.get(f"{prefix}_low"), values.get(f"{prefix}_high")
-    return "" if low is None or high is None else f"[{low:+.4f}, {high:+.4f}]"
+    return "n/a" if low is None or high is None else f"[{low:+.4f}, {high:+.4f}]"
 
 
 def _mark(passed: bool) -> str:

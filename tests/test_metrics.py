@@ -352,14 +352,16 @@ def test_report_row_format_by_hand() -> None:
 
 
 def test_report_links_the_four_plots() -> None:
-    report = evaluation_report(report_results(), n_rows=10)
+    # Links in the UI's route for a run's artifact: its report viewer shows no images.
+    base = "#/experiments/0/runs/abc/artifacts"
+    report = evaluation_report(report_results(), n_rows=10, artifacts=base)
 
-    links = re.findall(r"!\[(\w+)\]\((plots/[\w.]+)\)", report)
+    links = re.findall(r"- \[(\w+)\]\(([^)]+)\)", report)
     assert links == [
-        ("confusion_matrix", "plots/confusion_matrix.png"),
-        ("roc_curve", "plots/roc_curve.png"),
-        ("precision_recall_curve", "plots/precision_recall_curve.png"),
-        ("calibration", "plots/calibration.png"),
+        ("confusion_matrix", f"{base}/plots/confusion_matrix.png"),
+        ("roc_curve", f"{base}/plots/roc_curve.png"),
+        ("precision_recall_curve", f"{base}/plots/precision_recall_curve.png"),
+        ("calibration", f"{base}/plots/calibration.png"),
     ]
 
 

@@ -136,7 +136,10 @@ def test_default_run_trains_evaluates_and_registers_a_loadable_model(tmp_path, t
     registered = client.get_registered_model(config.MODEL_NAME)
     assert "14 features `f0`..`f13`" in registered.description
     assert "`champion` is the version downstream deploys" in registered.description
-    assert version.description == register.data.tags[config.TAG_SUMMARY]
+    # The Versions table shows a description's first words: what differs, not the model's name.
+    assert version.description == register.data.tags[config.TAG_SUMMARY].replace(
+        f"promoted {config.MODEL_NAME} version 1 (", "promoted (", 1
+    )
     assert len(version.tags) <= 10, sorted(version.tags)
     # The SQLite store leaves ModelVersion.model_id empty; the source names the logged model.
     model_id = version.model_id or version.source.removeprefix("models:/")
@@ -144,10 +147,16 @@ def test_default_run_trains_evaluates_and_registers_a_loadable_model(tmp_path, t
     assert logged["roc_auc"] == evaluate.data.metrics["roc_auc"]
     assert logged["baseline_roc_auc"] == evaluate.data.metrics["baseline_roc_auc"]
     note = parent.data.tags["mlflow.note.content"]
-    assert note.startswith(f"**Promoted**: {parent.data.tags[config.TAG_SUMMARY]}")
-    assert f"| model | {evaluate.data.metrics['roc_auc']:.4f} |" in note
-    assert f"[{config.MODEL_NAME} version 1](#/models/{config.MODEL_NAME}/versions/1)" in note
-    assert f"runs/{parent.info.run_id}/artifacts/decision.json" in note
+    # The run page folds the note to its first lines: the verdict and the links come first.
+    first, _, summary = note.partition("\n\n")
+    assert first.startswith("**Promoted** · ")
+    assert f"[{config.MODEL_NAME} version 1](#/models/{config.MODEL_NAME}/versions/1)" in first
+    assert f"runs/{parent.info.run_id}/artifacts/decision.json)" in first
+    assert f"runs/{evaluate.info.run_id}/artifacts/evaluation_report.md)" in first
+    assert summary.startswith(parent.data.tags[config.TAG_SUMMARY])
+    assert f"- model: roc_auc {evaluate.data.metrics['roc_auc']:.4f}" in note
+    low, high = (evaluate.data.metrics[f"lift_roc_auc_ci_{end}"] for end in ("low", "high"))
+    assert f"95% CI [{low:+.4f}, {high:+.4f}]" in note
 
     assert parent.data.tags[config.TAG_DECISION] == "promoted"
     assert parent.data.tags[config.TAG_MODEL_VERSION] == "1"

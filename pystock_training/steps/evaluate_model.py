@@ -126,6 +126,7 @@ def evaluate_model(
                 comparison,
                 lift=lift,
                 champion_skipped=champion.skipped if champion else "",
+                artifacts=f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}/artifacts",
             ),
             "evaluation_report.md",
         )

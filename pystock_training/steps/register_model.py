@@ -186,7 +186,13 @@ def _decide_and_record(
         lock.ensure_held()
     for key, value in tags.items():
         client.set_model_version_tag(model_name, number, key, value)
-    client.update_model_version(model_name, number, description=summary)
+    # The version page names the model and version already; the Versions table shows the first
+    # few words of this, so they say what differs between versions.
+    client.update_model_version(
+        model_name,
+        number,
+        description=summary.replace(f"{verdict} {model_name} version {number} (", f"{verdict} (", 1),
+    )
     if features and (decision.promote or not client.get_registered_model(model_name).description):
         # The contract downstream calls: the champion's (the first version's until one is promoted).
         client.update_registered_model(model_name, description=model_description(features))
