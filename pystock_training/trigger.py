@@ -30,7 +30,8 @@ from pystock_training.provenance import code_fingerprint
 
 logger = logging.getLogger("pystock_training.trigger")  # not __main__ under python -m
 
-PIPELINE_ENTRY_POINTS = ("main", "train_model", "evaluate_model", "register_model")
+# The entry points whose orphaned runs the reaper ends: the pipeline's, and score's (a cron job too).
+PIPELINE_ENTRY_POINTS = ("main", "train_model", "evaluate_model", "register_model", "score")
 
 # Exit codes of the cron pre-check.
 EXIT_NOTHING_NEW = 0

@@ -1,17 +1,20 @@
-"""The run key and the code fingerprint, on real files."""
+"""The run key, the code fingerprint and the orphan reaper, on real files and a real store."""
 
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
+import mlflow
 import pytest
+from mlflow.utils.mlflow_tags import MLFLOW_PROJECT_ENTRY_POINT
 
 from pystock_training import config
 from pystock_training.params import NOT_IN_RUN_KEY, RUN_KEY_PARAMETERS, TRAIN_PARAMETERS
 from pystock_training.pipeline import PipelineParams
 from pystock_training.provenance import code_fingerprint, source_digest
-from pystock_training.trigger import compute_run_key, run_key
+from pystock_training.trigger import compute_run_key, reap_orphans, run_key
 from tests.conftest import PROJECT_ROOT
 
 PARAMS = PipelineParams().run_key_params()
@@ -91,3 +94,16 @@ def test_the_run_key_takes_every_training_parameter_but_the_named_exclusions() -
     for name, value in changed.items():
         moved = run_key("d" * 64, "abc", PARAMS | {name: value}) != base
         assert moved == (name not in NOT_IN_RUN_KEY), name
+
+
+def test_the_reaper_ends_orphaned_score_runs_and_leaves_others(tracking_uri) -> None:
+    # A kill -9 of a cron score job leaves its run RUNNING; the next pipeline start ends it.
+    client = mlflow.MlflowClient()
+    two_hours_ago = int((time.time() - 2 * 3600) * 1000)
+    orphan = client.create_run("0", start_time=two_hours_ago, tags={MLFLOW_PROJECT_ENTRY_POINT: "score"})
+    foreign = client.create_run("0", start_time=two_hours_ago, tags={MLFLOW_PROJECT_ENTRY_POINT: "other"})
+    recent = client.create_run("0", tags={MLFLOW_PROJECT_ENTRY_POINT: "score"})
+
+    assert reap_orphans("0", max_age_hours=1.0) == [orphan.info.run_id]
+    assert client.get_run(orphan.info.run_id).info.status == "FAILED"
+    assert {client.get_run(run.info.run_id).info.status for run in (foreign, recent)} == {"RUNNING"}
