@@ -32,8 +32,9 @@ def model_features(info: ModelInfo) -> list[str] | None:
     listed = (info.metadata or {}).get(config.FEATURES_KEY)
     if listed:
         return [str(name) for name in listed]
-    if info.signature is not None and info.signature.inputs is not None:
-        return [str(name) for name in info.signature.inputs.input_names()]
+    inputs = info.signature.inputs if info.signature is not None else None
+    if inputs is not None and inputs.has_input_names():
+        return [str(name) for name in inputs.input_names()]
     return None
 
 

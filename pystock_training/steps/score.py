@@ -30,6 +30,7 @@ from mlflow.exceptions import MlflowException
 
 from pystock_training import config
 from pystock_training.batches import BATCH_ROWS, Batch, FeatureTable, open_features
+from pystock_training.champion import model_features as recorded_features
 from pystock_training.distinct import DistinctRows, distinct_rows
 from pystock_training.errors import DataError, PystockError, first_line
 from pystock_training.handoff import atomic_write
@@ -40,9 +41,6 @@ logger = logging.getLogger(__name__)
 
 RUN_NAME: Final = "score"
 DEFAULT_MODEL_URI: Final = f"models:/{config.MODEL_NAME}@{config.ALIAS_CHAMPION}"
-# The MLmodel metadata key that lists a model's feature names in order (serving.py writes it);
-# models logged before it have only their signature's input names.
-FEATURES_METADATA_KEY: Final = "features"
 # Score-run tags beside config's (pystock.model_uri, pystock.model_version, pystock.data_*).
 TAG_MODEL_NAME: Final = "pystock.model_name"
 TAG_OUTPUT_FILE: Final = "pystock.output_file"
@@ -258,16 +256,12 @@ def model_features(uri: str) -> list[str]:
         info = mlflow.models.get_model_info(uri)
     except (MlflowException, OSError) as exc:
         raise PystockError(f"model {uri} could not be read: {first_line(exc)}") from exc
-    listed = (info.metadata or {}).get(FEATURES_METADATA_KEY)
-    if listed:
-        return [str(name) for name in listed]
-    inputs = info.signature.inputs if info.signature is not None else None
-    names = inputs.input_names() if inputs is not None and inputs.has_input_names() else []
+    names = recorded_features(info)
     if not names:
         raise PystockError(
-            f"model {uri} names no features (no {FEATURES_METADATA_KEY!r} metadata, no named input signature)"
+            f"model {uri} names no features (no {config.FEATURES_KEY!r} metadata, no named input signature)"
         )
-    return [str(name) for name in names]
+    return names
 
 
 def _load(uri: str) -> Any:
