@@ -26,7 +26,14 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from pystock_training.data import PARQUET_MAGIC, SNIFF_BYTES, csv_line_of_row, feature_names, sniff_csv
+from pystock_training.data import (
+    PARQUET_MAGIC,
+    SNIFF_BYTES,
+    csv_line_of_row,
+    feature_names,
+    is_number_or_null,
+    sniff_csv,
+)
 from pystock_training.digest import FileDigest, HashingReader, file_digest
 from pystock_training.errors import DataError, first_line
 
@@ -38,7 +45,6 @@ BATCH_ROWS = 1 << 19
 MIN_BLOCK_BYTES = 1 << 12
 MAX_BLOCK_BYTES = 1 << 20
 # The cells pyarrow reads as null (missing), besides the empty cell: its defaults.
-_NULL_TEXT = frozenset(pa_csv.ConvertOptions().null_values)
 
 
 @dataclass(frozen=True)
@@ -230,7 +236,7 @@ class _CsvTable(FeatureTable):
                             f"found {len(row)}"
                         )
                     for column, cell in enumerate(row[self._offset :], start=self._offset + 1):
-                        if not _is_number_or_null(cell):
+                        if not is_number_or_null(cell):
                             return f"non-numeric value {cell!r} at line {rows.line_num}, column {column}"
         except UnicodeDecodeError:
             return "not UTF-8 text, expected a CSV or Parquet file"
@@ -366,14 +372,3 @@ def _numpy(column: pa.Array) -> np.ndarray:
     if pa.types.is_boolean(column.type):
         column = column.cast(pa.int8())
     return column.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-
-
-def _is_number_or_null(cell: str) -> bool:
-    text = cell.strip()
-    if not text or text in _NULL_TEXT:
-        return True
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True

@@ -33,6 +33,9 @@ from pystock_training import config
 from pystock_training.digest import CHUNK_BYTES, FileDigest, HashingReader
 from pystock_training.errors import DataError, first_line
 
+# What pyarrow's CSV reader takes for a missing value ("", "NA", "null", "NaN", ...).
+NULL_TEXT = frozenset(pa_csv.ConvertOptions().null_values)
+
 logger = logging.getLogger(__name__)
 
 PARQUET_MAGIC = b"PAR1"
@@ -287,11 +290,18 @@ def _sniff_header(fields: list[str]) -> tuple[bool, bool]:
         return True, True
     if len(stripped) >= 3 and stripped == [str(i) for i in range(len(stripped))]:
         return True, False
-    has_header = any(field and not _is_number(field) for field in stripped)
+    # A header is mostly names; a data row with a junk cell or two (or "NA", which pyarrow reads
+    # as missing) is data, so the loader reports the cell instead of dropping the row.
+    names = [field for field in stripped if not is_number_or_null(field)]
+    has_header = len(names) > len(stripped) / 2
     return has_header, has_header and stripped[0] in ("", "Unnamed: 0")
 
 
-def _is_number(text: str) -> bool:
+def is_number_or_null(cell: str) -> bool:
+    """Whether a CSV cell reads as a number or as missing (pyarrow's null tokens)."""
+    text = cell.strip()
+    if not text or text in NULL_TEXT:
+        return True
     try:
         float(text)
     except ValueError:

@@ -338,6 +338,12 @@ BAD_INPUTS: dict[str, tuple[str, Callable[[Path], None] | None, str]] = {
         headerless_with_cell(8, 3, "abc"),
         r"non-numeric value 'abc' at line 8, column 3$",
     ),
+    # One junk cell on the first line makes it neither a header nor a row to drop: it is reported.
+    "non_numeric_feature_on_line_1": (
+        "data.csv",
+        headerless_with_cell(1, 3, "abc"),
+        r"non-numeric value 'abc' at line 1, column 3$",
+    ),
     "non_numeric_feature_after_header": (
         "data.csv",
         header_with_cell(5, 2, "up"),
@@ -714,3 +720,16 @@ def test_a_fraction_after_the_first_block_widens_the_whole_table(tmp_path: Path)
     assert dataset.features.iloc[-1, 0] == 0.5
     np.testing.assert_array_equal(dataset.features.to_numpy()[:-1], flags[:-1, :2])
     np.testing.assert_array_equal(dataset.labels, flags[:, 2])
+
+
+@pytest.mark.parametrize("missing", ["NA", "null", "NaN", "N/A", ""])
+def test_a_first_row_with_missing_values_is_data_not_a_header(tmp_path: Path, missing: str) -> None:
+    # pyarrow reads these as missing; taking the line for a header would drop a row silently.
+    path = tmp_path / "data.csv"
+    lines = csv_text(FEATURES, LABELS).splitlines()
+    cells = lines[0].split(",")
+    cells[2] = cells[4] = missing
+    path.write_text("\n".join([",".join(cells), *lines[1:]]) + "\n")
+    dataset = load_dataset(path)
+    assert dataset.n_rows == len(LABELS)
+    assert np.isnan(dataset.features.iloc[0, 2]) and np.isnan(dataset.features.iloc[0, 4])

@@ -215,6 +215,19 @@ def test_float_features_with_missing_values_are_scored_row_by_row(champion, tmp_
         assert result.metrics[name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
 
 
+def test_a_first_row_with_na_is_scored_not_taken_for_a_header(champion, tmp_path) -> None:
+    source = tmp_path / "input.csv"
+    lines = signal_frame(n_rows=50, seed=4).iloc[:, :14].to_csv(header=False, index=False).splitlines()
+    lines[0] = "NA," + lines[0].split(",", 1)[1]
+    source.write_text("\n".join(lines) + "\n")
+
+    result = score(input_file=source, output_file=tmp_path / "out.csv")
+
+    assert result.rows == 50
+    proba = expected_proba(champion, pd.read_csv(source, header=None).to_numpy())
+    np.testing.assert_array_equal(pd.read_csv(tmp_path / "out.csv")["y_proba"].to_numpy(), proba)
+
+
 def test_the_alias_is_pinned_to_a_version_number_and_recorded(champion, tmp_path, monkeypatch) -> None:
     source = tmp_path / "input.csv"
     frame = signal_frame(n_rows=300, seed=2)
