@@ -11,6 +11,7 @@ project root: ``.venv/bin/python benchmarks/serving_latency.py``.
 from __future__ import annotations
 
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -56,6 +57,8 @@ def main() -> None:
     example = frame.head(5).astype(np.float64)
     with tempfile.TemporaryDirectory() as scratch:
         mlflow.set_tracking_uri(f"sqlite:///{scratch}/mlflow.db")
+        # A new store puts its artifacts under ./mlruns of its creator: keep them in scratch.
+        os.chdir(scratch)
         with mlflow.start_run():
             stock = mlflow.xgboost.log_model(
                 booster,

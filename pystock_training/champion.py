@@ -23,10 +23,6 @@ logger = logging.getLogger(__name__)
 NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"})
 
 
-# The champion status of a candidate whose input contract differs from the champion's.
-INCOMPATIBLE = "incompatible"
-
-
 def model_features(info: ModelInfo) -> list[str] | None:
     """A logged model's feature names: its MLmodel metadata, else its signature's input names."""
     listed = (info.metadata or {}).get(config.FEATURES_KEY)
@@ -195,7 +191,7 @@ def score_champion(
         raise PystockError(f"champion {uri} could not be read: {first_line(exc)}") from exc
     expected = list(features.columns)
     if found != expected:
-        return _not_compared(champion.version, f"{INCOMPATIBLE}: {contract_change(found, expected)}")
+        return _not_compared(champion.version, f"{config.INCOMPATIBLE}: {contract_change(found, expected)}")
     n_clean = int(clean.sum())
     classes = np.unique(labels[clean])
     if n_clean < config.MIN_ROWS_COMPARED or len(classes) < 2:

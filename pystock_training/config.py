@@ -61,6 +61,9 @@ MIN_ROWS_COMPARED: Final = 100
 # The MLmodel metadata key listing a model's feature names in order (serving.FEATURES_KEY, which
 # is logged with the model and so cannot import this module).
 FEATURES_KEY: Final = "features"
+# The champion status (a train run tag, "incompatible: <how>") of a candidate whose features
+# differ from the champion's; the gate's input_contract check reads it.
+INCOMPATIBLE: Final = "incompatible"
 # Rows of the input example stored with the model and predicted by the serving check.
 EXAMPLE_ROWS: Final = 5
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from pystock_training.config import LOWER_IS_BETTER
+from pystock_training.config import INCOMPATIBLE, LOWER_IS_BETTER
 from pystock_training.params import GateParams, check_gate_metric
 
 logger = logging.getLogger(__name__)
@@ -336,8 +336,9 @@ def _contract_check(params: GateParams, champion: ChampionComparison) -> Check:
 
     Downstream clients send the champion's columns; a new shape promoted silently breaks them.
     """
-    changed = champion.status.startswith("incompatible")
-    change = champion.status.partition(": ")[2] if changed else ""
+    prefix = f"{INCOMPATIBLE}: "
+    changed = champion.status.startswith(prefix)
+    change = champion.status.removeprefix(prefix)
     if not changed:
         detail = "same features as the champion" if champion.version else "no champion to match"
         return Check("input_contract", True, detail, {"champion_version": champion.version})

@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 # What MLflow's requirement inference lists for this model (measured on MLflow 3.17), pinned to
 # the versions installed here, so the serving environment matches the training one.
+# The name pystock_training/serving.py has inside each logged model (its code/ folder), and so
+# the pyfunc flavour's loader_module.
+SERVING_MODULE = "pystock_serving"
 MODEL_REQUIREMENTS = ("mlflow", "xgboost", "numpy", "pandas", "scikit-learn", "scipy")
 
 
@@ -76,11 +79,12 @@ def model_requirements() -> list[str]:
 
 
 def log_model(booster: xgb.Booster, name: str, input_example: pd.DataFrame) -> ModelInfo:
-    """Log the booster as a model whose pyfunc flavour is ``pystock_training.serving``.
+    """Log the booster as a model whose pyfunc flavour is ``pystock_training/serving.py``.
 
     The files are the xgboost flavour's (``mlflow.xgboost.load_model`` gives the Booster); only
-    the pyfunc loader differs, and its module travels in the model's ``code/`` folder so the
-    model loads where this package is not installed. The signature declares the output only:
+    the pyfunc loader differs. Its module travels in the model's ``code/`` folder (as
+    ``pystock_serving``), so the model loads where this package is not installed, and each
+    model runs the serving code it was logged with. The signature declares the output only:
     an input schema would make MLflow refuse, before the loader sees them, the positional and
     numpy inputs the contract accepts (see serving.py). The feature names go in the MLmodel
     metadata instead, where the gate compares them with the champion's.
@@ -101,17 +105,15 @@ def log_model(booster: xgb.Booster, name: str, input_example: pd.DataFrame) -> M
 
 def _save_model(path: str, mlflow_model: Model, booster: xgb.Booster, **kwargs: Any) -> None:
     with tempfile.TemporaryDirectory() as scratch:
-        # Only the serving module (and its package's marker), not the training code.
-        package = Path(scratch) / "pystock_training"
-        package.mkdir()
-        (package / "__init__.py").write_text('"""The pyStock model\'s serving code, logged with it."""\n')
-        shutil.copyfile(serving.__file__, package / "serving.py")
+        # Only the serving module, under a top-level name of its own: MLflow puts the model's
+        # code/ first on sys.path, where a folder named like this package would hide it.
+        module = Path(scratch) / f"{SERVING_MODULE}.py"
+        shutil.copyfile(serving.__file__, module)
         mlflow.xgboost.save_model(
-            booster, path, mlflow_model=mlflow_model, code_paths=[str(package)], **kwargs
+            booster, path, mlflow_model=mlflow_model, code_paths=[str(module)], **kwargs
         )
-    mlflow_model.flavors["python_function"]["loader_module"] = serving.__name__
+    mlflow_model.flavors["python_function"]["loader_module"] = SERVING_MODULE
     mlflow_model.save(str(Path(path) / "MLmodel"))
 
 
-# What ``Model.log`` needs of a flavour module: a name and a ``save_model``.
-_FLAVOR = SimpleNamespace(__name__=serving.__name__, save_model=_save_model)
+_FLAVOR = SimpleNamespace(__name__=SERVING_MODULE, save_model=_save_model)

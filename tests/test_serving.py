@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -22,7 +23,7 @@ from pystock_training import config, serving
 from pystock_training.errors import PystockError
 from pystock_training.model import log_model
 from pystock_training.steps.register_model import serving_check
-from tests.conftest import poll_until, signal_frame, subprocess_env
+from tests.conftest import PROJECT_ROOT, poll_until, signal_frame, subprocess_env
 from tests.servers import free_port
 
 FEATURES = [f"f{i}" for i in range(14)]
@@ -36,23 +37,22 @@ def fitted_booster() -> xgb.Booster:
     return xgb.train({"objective": "binary:logistic", "max_depth": 3}, dtrain, num_boost_round=20)
 
 
-def register(uri: str) -> tuple[xgb.Booster, str]:
-    """Log and register a model in the store at ``uri``; the booster and the version's URI."""
+def register(uri: str, folder: Path) -> tuple[xgb.Booster, str]:
+    """Log and register a model in the store at ``uri``; the booster and the champion's URI.
+
+    Run from ``folder``: a new store puts its artifacts under ./mlruns of its creator.
+    """
     booster = fitted_booster()
-    client = mlflow.MlflowClient(uri)
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.chdir(folder)
         with mlflow.start_run():
             example = pd.DataFrame(np.zeros((3, 14)), columns=FEATURES)
             info = log_model(booster, config.MODEL_ARTIFACT_NAME, example)
         version = mlflow.register_model(info.model_uri, config.MODEL_NAME)
-    finally:
-        if previous is None:
-            del os.environ["MLFLOW_TRACKING_URI"]
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = previous
-    client.set_registered_model_alias(config.MODEL_NAME, config.ALIAS_CHAMPION, version.version)
+        mlflow.MlflowClient().set_registered_model_alias(
+            config.MODEL_NAME, config.ALIAS_CHAMPION, version.version
+        )
     return booster, f"models:/{config.MODEL_NAME}@{config.ALIAS_CHAMPION}"
 
 
@@ -86,7 +86,7 @@ ACCEPTED = {
 
 @pytest.fixture
 def champion(tracking_uri: str) -> tuple[xgb.Booster, mlflow.pyfunc.PyFuncModel]:
-    booster, uri = register(tracking_uri)
+    booster, uri = register(tracking_uri, Path.cwd())
     return booster, mlflow.pyfunc.load_model(uri)
 
 
@@ -178,7 +178,9 @@ def test_the_model_carries_its_contract_and_serving_code(champion) -> None:
     assert model.metadata.metadata[config.FEATURES_KEY] == FEATURES
     # No input schema: MLflow would enforce it by name before the contract sees the input.
     assert model.metadata.get_input_schema() is None
-    assert model.metadata.flavors["python_function"]["loader_module"] == "pystock_training.serving"
+    assert model.metadata.flavors["python_function"]["loader_module"] == "pystock_serving"
+    # The model runs its own copy of the serving code, from its code/ folder.
+    assert Path(sys.modules["pystock_serving"].__file__).parent.name == "code"
 
 
 def test_the_model_loads_where_this_project_is_not_installed(champion, tracking_uri, tmp_path) -> None:
@@ -208,7 +210,7 @@ LOOPBACK = ("-h", "127.0.0.1", "-p")
 def served(tmp_path_factory) -> Iterator[tuple[str, xgb.Booster]]:
     folder = tmp_path_factory.mktemp("served")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    booster, model_uri = register(uri)
+    booster, model_uri = register(uri, folder)
     port = free_port()
     serve = subprocess.Popen(
         [
@@ -342,3 +344,21 @@ def test_the_serving_check_refuses_a_version_that_takes_only_named_columns(track
     version = mlflow.register_model(info.model_uri, config.MODEL_NAME).version
     with pytest.raises(PystockError, match="refused the positional input shape"):
         serving_check(config.MODEL_NAME, str(version))
+
+
+def test_loading_a_model_first_leaves_this_package_importable(champion, tracking_uri) -> None:
+    # MLflow puts the model's code/ first on sys.path: nothing there may hide this package.
+    code = (
+        "import mlflow\n"
+        f"mlflow.pyfunc.load_model('models:/{config.MODEL_NAME}@{config.ALIAS_CHAMPION}')\n"
+        "import pystock_training.data\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROJECT_ROOT,
+        env=subprocess_env(tracking_uri),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]

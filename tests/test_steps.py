@@ -192,22 +192,32 @@ def test_a_changed_input_contract_is_rejected_unless_allowed_and_then_recorded(
     evaluate_model(predictions_file=predictions)
     evaluate_run_id = run_named("evaluate_model")
 
+    client = MlflowClient()
     rejected = register_model(train_run_id=trained.run_id, evaluate_run_id=evaluate_run_id)
     assert not rejected.promoted and rejected.decision.is_final
     assert [check.name for check in rejected.decision.checks if not check.passed] == ["input_contract"]
     assert "allow_schema_change=true" in rejected.summary
-    assert (
-        str(MlflowClient().get_model_version_by_alias(config.MODEL_NAME, config.ALIAS_CHAMPION).version)
-        == "1"
-    )
+    assert config.TAG_SCHEMA_CHANGE not in rejected.version.tags
+    assert str(client.get_model_version_by_alias(config.MODEL_NAME, config.ALIAS_CHAMPION).version) == "1"
+    # The registered model still describes the contract its clients call: the champion's.
+    assert "last 5 days" in client.get_registered_model(config.MODEL_NAME).description
 
     allowed = register_model(
         train_run_id=trained.run_id, evaluate_run_id=evaluate_run_id, allow_schema_change=True
     )
     assert allowed.promoted
     assert allowed.version.tags[config.TAG_SCHEMA_CHANGE] == change
-    champion = MlflowClient().get_model_version_by_alias(config.MODEL_NAME, config.ALIAS_CHAMPION)
+    champion = client.get_model_version_by_alias(config.MODEL_NAME, config.ALIAS_CHAMPION)
     assert str(champion.version) == str(allowed.version.version)
+    assert "14 features `f0`..`f13`" in client.get_registered_model(config.MODEL_NAME).description
+
+    # Compared with version 1's features, but the champion has moved to the 14-feature one: the
+    # contract failure says nothing final about the new champion, so the run key stays open.
+    moved = register_model(train_run_id=trained.run_id, evaluate_run_id=evaluate_run_id)
+    failed = {check.name for check in moved.decision.checks if not check.passed}
+    assert failed == {"input_contract", "compare_and_set"}
+    assert not moved.decision.is_final
+    assert moved.version.tags[config.TAG_VERDICT] == "retry"
 
 
 def test_a_champion_that_cannot_be_scored_fails_training_instead_of_being_skipped(

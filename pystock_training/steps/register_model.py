@@ -165,20 +165,21 @@ def _decide_and_record(
             {"compared": champion.version, "now": now},
             final=False,
         )
-        # A failed comparison with the old champion says nothing final against the new one.
+        # A failed comparison with the old champion, or with its features, says nothing final
+        # against the new one.
         checks = [
-            replace(check, final=False) if check.name == "champion" else check for check in decision.checks
+            replace(check, final=False) if check.name in ("champion", "input_contract") else check
+            for check in decision.checks
         ]
         decision = GateDecision(False, [*checks, moved])
     verdict = "promoted" if decision.promote else "rejected"
     final = "final" if decision.is_final else "retry"
-    summary = _summary(verdict, number, model_name, gate_metric, metrics, champion, lift, decision, now)
+    outcome = _outcome(gate_metric, metrics, champion, lift, decision, now)
+    summary = f"{verdict} {model_name} version {number} {outcome}"
     tags = {config.TAG_DECISION: verdict, config.TAG_VERDICT: final}
-    change = next(
-        (check.values.get("change") for check in decision.checks if check.name == "input_contract"), None
-    )
-    if change:
-        tags[config.TAG_SCHEMA_CHANGE] = str(change)
+    contract = next(check for check in decision.checks if check.name == "input_contract")
+    if contract.passed and contract.values.get("change"):
+        tags[config.TAG_SCHEMA_CHANGE] = str(contract.values["change"])
     if decision.promote:
         tags[config.TAG_REPLACED_VERSION] = now or "none"
         # Only a lease run out (a section stalled for minutes) loses the lock; then nothing is
@@ -187,14 +188,10 @@ def _decide_and_record(
     for key, value in tags.items():
         client.set_model_version_tag(model_name, number, key, value)
     # The version page names the model and version already; the Versions table shows the first
-    # few words of this, so they say what differs between versions.
-    client.update_model_version(
-        model_name,
-        number,
-        description=summary.replace(f"{verdict} {model_name} version {number} (", f"{verdict} (", 1),
-    )
-    if features and (decision.promote or not client.get_registered_model(model_name).description):
-        # The contract downstream calls: the champion's (the first version's until one is promoted).
+    # few words of this, so they say what differs between versions. The store keeps 5000 chars.
+    client.update_model_version(model_name, number, description=f"{verdict} {outcome}"[:5000])
+    if features and decision.promote:
+        # The contract downstream calls is the champion's.
         client.update_registered_model(model_name, description=model_description(features))
     record = {
         "verdict": verdict,
@@ -282,10 +279,7 @@ def _serving_check(model_name: str, version: str) -> Check:
     )
 
 
-def _summary(
-    verdict: str,
-    version: str,
-    model_name: str,
+def _outcome(
     gate_metric: str,
     metrics: dict[str, float],
     champion: ChampionComparison,
@@ -293,8 +287,8 @@ def _summary(
     decision: GateDecision,
     champion_now: str | None,
 ) -> str:
-    """The one line a person reads: verdict, the gate metric against baseline and champion with
-    their CIs, and why."""
+    """What the one-line summary says after "<verdict> <model> version <n>": the gate metric
+    against baseline and champion with their CIs, and why."""
     value = metrics[gate_metric]
     numbers = f"{gate_metric} {value:.3f} vs baseline {metrics[f'baseline_{gate_metric}']:.3f}"
     if lift is not None:
@@ -307,7 +301,7 @@ def _summary(
         )
     else:
         numbers += f"; champion: {champion.status}"
-    line = f"{verdict} {model_name} version {version} ({numbers})"
+    line = f"({numbers})"
     if not decision.promote:
         if champion_now is None:
             kept = "no champion"
