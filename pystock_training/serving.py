@@ -155,15 +155,14 @@ def _frame_matrix(frame: pd.DataFrame, features: list[str]) -> np.ndarray:
     else:
         _check_width(len(names), features)
     if all(pd.api.types.is_numeric_dtype(dtype) for dtype in frame.dtypes):
-        matrix = frame.to_numpy(dtype=np.float32, na_value=np.nan)
-        return _finite(matrix, features)
+        return _finite(frame.to_numpy(dtype=np.float64, na_value=np.nan), features)
     return _numeric(frame.to_numpy(dtype=object), features)
 
 
 def _numeric(values: np.ndarray, features: list[str]) -> np.ndarray:
     """Cast to float32, refusing cells that are not numbers: a string "1" is a client's bug."""
     if values.dtype.kind in "biuf":
-        return _finite(values.astype(np.float32, copy=False), features)
+        return _finite(values, features)
     if values.dtype.kind in "US":
         # JSON rows mixing numbers and a string arrive as all strings: point at the cell that
         # is not even a number written as text, as the client wrote it.
@@ -171,8 +170,7 @@ def _numeric(values: np.ndarray, features: list[str]) -> np.ndarray:
         if ok.all():
             ok[:] = False
     elif values.dtype == object:
-        ok = np.frompyfunc(lambda cell: cell is None or isinstance(cell, Real | np.bool_), 1, 1)(values)
-        ok = ok.astype(bool)
+        ok = np.frompyfunc(_is_number_or_missing, 1, 1)(values).astype(bool)
     else:
         raise InputContractError(f"expected numeric {contract(features)}, got values of type {values.dtype}")
     if not ok.all():
@@ -183,8 +181,12 @@ def _numeric(values: np.ndarray, features: list[str]) -> np.ndarray:
             f"expected numbers in {contract(features)}, got {cell!r} in row {row}, "
             f"column {column} ({features[column]}); use NaN or null for a missing value"
         )
-    matrix = np.where(values == None, np.nan, values).astype(np.float32)  # noqa: E711 - elementwise
-    return _finite(matrix, features)
+    missing = np.frompyfunc(lambda cell: cell is None or cell is pd.NA, 1, 1)(values).astype(bool)
+    return _finite(np.where(missing, np.nan, values).astype(np.float64), features)
+
+
+def _is_number_or_missing(cell: object) -> bool:
+    return cell is None or cell is pd.NA or isinstance(cell, Real | np.bool_)
 
 
 def _reads_as_number(cell: str | bytes) -> bool:
@@ -196,11 +198,12 @@ def _reads_as_number(cell: str | bytes) -> bool:
 
 
 def _finite(matrix: np.ndarray, features: list[str]) -> np.ndarray:
-    infinite = np.isinf(matrix)
-    if infinite.any():
-        row, column = np.argwhere(infinite)[0]
+    """Refuse infinities and values beyond float32 (XGBoost's own precision); return float32."""
+    too_big = np.abs(matrix) > np.finfo(np.float32).max
+    if too_big.any():
+        row, column = np.argwhere(too_big)[0]
         raise InputContractError(
             f"expected finite numbers or NaN (missing), got {matrix[row, column]} in row {row}, "
             f"column {column} ({features[column]})"
         )
-    return matrix
+    return matrix.astype(np.float32, copy=False)

@@ -103,7 +103,8 @@ def test_nan_and_null_mean_missing_as_in_training(champion) -> None:
     booster, model = champion
     expected = booster.inplace_predict(pd.DataFrame(MISSING.astype(np.float32), columns=FEATURES))
     with_none = [[None if np.isnan(value) else value for value in row] for row in MISSING.tolist()]
-    for data in (MISSING, pd.DataFrame(MISSING), with_none):
+    with_na = pd.DataFrame(with_none, dtype=object).fillna(pd.NA)
+    for data in (MISSING, pd.DataFrame(MISSING), with_none, with_na, pd.DataFrame(MISSING).astype("Float64")):
         np.testing.assert_allclose(model.predict(data), expected, rtol=1e-6)
     # A missing value is not a zero: the booster tells them apart.
     assert not np.allclose(model.predict(MISSING)[4], model.predict(np.nan_to_num(MISSING))[4])
@@ -144,6 +145,10 @@ REJECTED = {
         "expected numbers in 14 feature columns .*got 'up' in row 0, column 13 \\(f13\\)",
     ),
     "numeric strings": (lambda: pd.DataFrame([["1"] * 14]), "got '1' in row 0, column 0"),
+    "beyond float32": (
+        lambda: np.full((1, 14), 1e39),
+        r"expected finite numbers or NaN \(missing\), got 1e\+39",
+    ),
     "infinity": (lambda: np.full((1, 14), np.inf), r"expected finite numbers or NaN \(missing\), got inf"),
     "a scalar": (lambda: 3, "expected a DataFrame, a 2-D array or a list of rows .* got int"),
     "dates": (
@@ -250,6 +255,19 @@ def served(tmp_path_factory) -> Iterator[tuple[str, xgb.Booster]]:
 
 
 NAMED = pd.DataFrame(ROWS, columns=FEATURES)
+REFUSED_OVER_HTTP = [
+    ({"inputs": np.zeros((2, 15)).tolist()}, "expected 14 feature columns (f0..f13 or positional), got 15"),
+    ({"dataframe_split": {"data": np.zeros((2, 13)).tolist()}}, "got 13"),
+    ({"instances": [[0] * 13 + ["up"]]}, "got 'up' in row 0, column 13 (f13)"),
+    # Ragged JSON rows never reach the model: MLflow's parser refuses them (also a 400).
+    ({"instances": [[0] * 14, [0] * 13]}, "inhomogeneous shape"),
+    (
+        {"dataframe_split": {"columns": [*FEATURES[:13], "x"], "data": np.zeros((1, 14)).tolist()}},
+        "name some features but not all",
+    ),
+    ({"dataframe_records": [dict.fromkeys([*FEATURES, "y"], 0)]}, "got 15"),
+    ({"dataframe_split": {"data": [["1"] * 14]}}, "got '1' in row 0, column 0 (f0)"),
+]
 BODIES = {
     "dataframe_split with names": {"dataframe_split": {"columns": FEATURES, "data": ROWS.tolist()}},
     "dataframe_split without columns": {"dataframe_split": {"data": ROWS.tolist()}},
@@ -288,17 +306,7 @@ def _rows_of(body: dict) -> list[list]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("body", "message"),
-    [
-        (
-            {"inputs": np.zeros((2, 15)).tolist()},
-            "expected 14 feature columns (f0..f13 or positional), got 15",
-        ),
-        ({"dataframe_split": {"data": np.zeros((2, 13)).tolist()}}, "got 13"),
-        ({"instances": [[0] * 13 + ["up"]]}, "got 'up' in row 0, column 13 (f13)"),
-    ],
-)
+@pytest.mark.parametrize(("body", "message"), REFUSED_OVER_HTTP)
 def test_a_bad_shape_over_http_is_a_400_saying_what_was_expected(served, body: dict, message: str) -> None:
     url, _ = served
     response = requests.post(f"{url}/invocations", json=body, timeout=30)

@@ -348,7 +348,11 @@ def serving_check(model_name: str, version: str) -> np.ndarray:
     named = pd.DataFrame(example)
     shapes = {
         "named": named,
-        "positional": pd.read_csv(io.StringIO(named.to_csv(header=False, index=False)), header=None),
+        # Written as a headerless CSV and read back as the batch scorer reads it: int64 columns
+        # 0..13 where the values are whole numbers.
+        "positional": pd.read_csv(
+            io.StringIO(named.to_csv(header=False, index=False, float_format="%.17g")), header=None
+        ),
         "array": named.to_numpy(),
         "list of rows": named.to_numpy().tolist(),
     }
