@@ -54,16 +54,24 @@ fi
 log "scoring $input_file into $output_file against $MLFLOW_TRACKING_URI"
 # The step runs in its own process group; a TERM to this script is passed on to all of it, so
 # the run ends KILLED and the temp file is removed instead of both being orphaned.
+# The timestamping reader closes the lock (fd 9), or it could outlive this script holding it;
+# it is waited for, so the step's lines all come before this script's last one.
+exec 8> >(exec 9>&-; stamp)
+stamper=$!
 set -m
 PATH="$(dirname "$python"):$PATH" "$python" -m mlflow run "$project" --env-manager local -e score \
-  -P input_file="$input_file" -P output_file="$output_file" "${model_params[@]}" > >(stamp) 2>&1 &
+  -P input_file="$input_file" -P output_file="$output_file" "${model_params[@]}" >&8 2>&1 &
 scorer=$!
+exec 8>&-
 trap 'log "terminated; stopping the scorer"; kill -TERM -- -"$scorer" 2>/dev/null' TERM INT
 status=0
 wait "$scorer" || status=$?
 if [ "$status" -ne 0 ]; then
   # wait returns early when a trapped signal arrives; let the step finish ending its run.
   wait "$scorer" 2>/dev/null || true
+fi
+wait "$stamper" 2>/dev/null || true
+if [ "$status" -ne 0 ]; then
   log "ERROR: scoring $input_file failed (exit $status); $output_file is unchanged"
   exit "$status"
 fi

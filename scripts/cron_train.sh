@@ -51,16 +51,24 @@ esac
 log "training on $data_file against $MLFLOW_TRACKING_URI"
 # The pipeline runs in its own process group; a TERM to this script is passed on to all of it,
 # so every step ends its run instead of being orphaned RUNNING.
+# The timestamping reader closes the lock (fd 9), or it could outlive this script holding it;
+# it is waited for, so the pipeline's lines all come before this script's last one.
+exec 8> >(exec 9>&-; stamp)
+stamper=$!
 set -m
 PATH="$(dirname "$python"):$PATH" "$python" -m mlflow run "$project" --env-manager local \
-  -P data_file="$data_file" > >(stamp) 2>&1 &
+  -P data_file="$data_file" >&8 2>&1 &
 pipeline=$!
+exec 8>&-
 trap 'log "terminated; stopping the pipeline"; kill -TERM -- -"$pipeline" 2>/dev/null' TERM INT
 wait "$pipeline"
 status=$?
 if [ "$status" -ne 0 ]; then
   # wait returns early when a trapped signal arrives; let the pipeline finish ending its runs.
   wait "$pipeline" 2>/dev/null
+fi
+wait "$stamper" 2>/dev/null
+if [ "$status" -ne 0 ]; then
   log "ERROR: pipeline failed (exit $status)"
 fi
 exit "$status"
