@@ -42,6 +42,9 @@ SOURCE_PATTERNS = (
     "register_model.py",
     "pystock_training/**/*.py",
 )
+# The package's modules that only the score entry point runs: editing the scorer retrains nothing.
+# tests/test_project_files.py checks that no pipeline step imports them.
+SCORE_ONLY = ("pystock_training/steps/score.py", "pystock_training/batches.py")
 
 
 def source_digest(root: Path = PROJECT_ROOT) -> str:
@@ -52,7 +55,9 @@ def source_digest(root: Path = PROJECT_ROOT) -> str:
             path
             for pattern in SOURCE_PATTERNS
             for path in root.glob(pattern)
-            if path.is_file() and "__pycache__" not in path.relative_to(root).parts
+            if path.is_file()
+            and "__pycache__" not in path.relative_to(root).parts
+            and path.relative_to(root).as_posix() not in SCORE_ONLY
         }
     )
     for path in paths:

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from pystock_training import config
+from pystock_training.provenance import SCORE_ONLY
 from tests.conftest import PROJECT_ROOT
 
 ENTRY_POINTS = ("main", "train_model", "evaluate_model", "register_model")
@@ -98,6 +99,18 @@ def test_direct_pins_are_in_the_lock_and_the_lock_is_installed() -> None:
     for name, version in lock.items():
         if ";" not in version:
             assert metadata.version(name) == version, f"{name} installed differs from the lock"
+
+
+@pytest.mark.parametrize("script", ["main", "train_model", "evaluate_model", "register_model"])
+def test_no_pipeline_step_imports_the_score_only_modules(script: str) -> None:
+    # They are left out of the code fingerprint (provenance.SCORE_ONLY): a step that used them
+    # could change the model without changing the run key.
+    modules = [path.removesuffix(".py").replace("/", ".") for path in SCORE_ONLY]
+    code = f"import sys, {script}; print(sorted(set(sys.modules) & {set(modules)!r}))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
 
 
 @pytest.mark.parametrize(

@@ -75,6 +75,10 @@ def test_a_copy_without_git_is_fingerprinted_by_its_sources(tmp_path: Path) -> N
     # Docs do not change the model; code does.
     (project / "README.md").write_text("edited")
     assert code_fingerprint(project) == fingerprint
+    # The scorer does not change the model either.
+    scorer = project / "pystock_training" / "steps" / "score.py"
+    scorer.write_text(scorer.read_text() + "\n# edited\n")
+    assert code_fingerprint(project) == fingerprint
     step = project / "pystock_training" / "model.py"
     step.write_text(step.read_text() + "\n# edited\n")
     assert code_fingerprint(project) != fingerprint
