@@ -56,7 +56,7 @@ def evaluate_model(
     the candidate's difference to it on the same rows (``diff_roc_auc``, ``diff_roc_auc_ci_low``,
     ``diff_roc_auc_ci_high``). Also logs plots, ``evaluation.json`` and a report. With
     ``model_uri`` (the train run's logged model), the metrics are logged against that model too,
-    so its page and every registered version of it list them.
+    so its page lists them (a registered version links to it as its source model).
 
     Returns:
         The logged metrics.

@@ -95,7 +95,8 @@ def register_model(
         lift = _lift(evaluation, gate_metric)
 
         # Only what people search versions by; the metrics are the logged model's (the version
-        # page lists them), the checks are in decision.json and the description.
+        # page lists them, one click from the version's), the checks are in decision.json and the
+        # description.
         tags = {
             config.TAG_DATA_DIGEST: train_run.data.tags.get(config.TAG_DATA_DIGEST, "unknown"),
             config.TAG_DATA_SIZE: train_run.data.tags.get(config.TAG_DATA_SIZE, "unknown"),
