@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -61,6 +62,30 @@ def raise_on_sigterm() -> None:
         raise Terminated(f"terminated by {signal.Signals(signum).name}")
 
     signal.signal(signal.SIGTERM, handler)
+
+
+# prctl(2) option: the signal the kernel sends this process when its parent exits.
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Have the kernel send this process SIGTERM when its parent exits (Linux; elsewhere a no-op).
+
+    ``mlflow run`` starts the driver, and the driver each step, as plain children: a SIGTERM to
+    the top process alone (``kill <pid>``, ``docker stop`` without an init, a supervisor) kills
+    it and leaves the rest training and promoting. With this, each process gets the SIGTERM its
+    parent got, in turn, and ends its run as ``raise_on_sigterm`` says. Call it after
+    ``raise_on_sigterm``, so the signal is handled, not fatal.
+    """
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:
+        # The parent died before the request took effect: no signal will come.
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT)

@@ -1,0 +1,62 @@
+"""Stop signals from outside: to the top `mlflow run` process alone, as `docker stop` sends it."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from pystock_training import config
+from tests.conftest import poll_until
+from tests.test_trigger_e2e import (
+    parents,
+    running_pipeline,
+    slow_training_data,
+    statuses,
+    wait_for_running_train,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live processes (not zombies) of a process group."""
+    members = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command name: state, ppid, pgrp.
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(proc.name))
+    return members
+
+
+def test_sigterm_to_the_top_process_alone_ends_the_whole_pipeline(tmp_path, tracking_uri) -> None:
+    client = MlflowClient(tracking_uri)
+    _, params = slow_training_data(tmp_path)
+    with running_pipeline(tmp_path, tracking_uri, *params) as pipeline:
+        train_run_id = wait_for_running_train(client)
+        # Only the `mlflow run` CLI, as a supervisor or PID 1 without an init would send it.
+        os.kill(pipeline.pid, signal.SIGTERM)
+        output = pipeline.communicate(timeout=120)[0]
+        # The driver and the step end too, each ending its run, instead of training on.
+        poll_until(
+            lambda: True if group_members(pipeline.pid) == [] else None,
+            timeout=120,
+            what="every process of the pipeline to exit",
+        )
+    assert pipeline.returncode != 0
+    assert "RUNNING" not in statuses(client), output[-2000:]
+    assert client.get_run(train_run_id).info.status in {"KILLED", "FAILED"}
+    parent = parents(client)[0]
+    assert parent.info.status in {"KILLED", "FAILED"}
+    assert "terminated by SIGTERM" in parent.data.tags.get(config.TAG_ERROR, ""), output[-2000:]
+    # Nothing was registered or promoted after the stop.
+    assert client.search_registered_models() == []
