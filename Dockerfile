@@ -32,11 +32,16 @@ ENTRYPOINT ["/app/mlflow_server.sh"]
 
 
 FROM base AS trainer
+# tini is PID 1: `docker stop` and Kubernetes signal PID 1 only, and a shell or Python there
+# neither forwards the signal nor reaps orphans. -g passes it to the whole process group.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tini=0.19.0-1+b3 \
+    && rm -rf /var/lib/apt/lists/*
 COPY --chown=pystock:pystock . .
 USER 10001:10001
 # The environment is the image, so the steps run with --env-manager local. The tracking server
 # comes from MLFLOW_TRACKING_URI (and MLFLOW_TRACKING_USERNAME/PASSWORD); the entrypoint refuses
 # to start without it rather than log into the container's own disk. Pass parameters as
 # arguments: docker run ... pystock-training -P data_file=/data/new.csv
-ENTRYPOINT ["/app/scripts/docker_entrypoint.sh"]
+ENTRYPOINT ["/usr/bin/tini", "-g", "--", "/app/scripts/docker_entrypoint.sh"]
 CMD []

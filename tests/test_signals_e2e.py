@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from pystock_training import config
-from tests.conftest import poll_until
+from tests.conftest import poll_until, process_group, subprocess_env
 from tests.test_trigger_e2e import (
     parents,
     running_pipeline,
@@ -59,4 +60,30 @@ def test_sigterm_to_the_top_process_alone_ends_the_whole_pipeline(tmp_path, trac
     assert parent.info.status in {"KILLED", "FAILED"}
     assert "terminated by SIGTERM" in parent.data.tags.get(config.TAG_ERROR, ""), output[-2000:]
     # Nothing was registered or promoted after the stop.
+    assert client.search_registered_models() == []
+
+
+ENTRYPOINT = Path(__file__).resolve().parents[1] / "scripts" / "docker_entrypoint.sh"
+
+
+@pytest.mark.skipif(shutil.which("tini") is None, reason="tini is not installed (.ci/run installs it)")
+def test_the_images_init_passes_a_stop_to_the_whole_pipeline(tmp_path, tracking_uri) -> None:
+    # The image's ENTRYPOINT, outside Docker: `docker stop` signals PID 1, which is tini.
+    dockerfile = (ENTRYPOINT.parents[1] / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["/usr/bin/tini", "-g", "--", "/app/scripts/docker_entrypoint.sh"]' in dockerfile
+    client = MlflowClient(tracking_uri)
+    _, params = slow_training_data(tmp_path)
+    command = ["tini", "-g", "--", str(ENTRYPOINT), *params]
+    with process_group(command, tmp_path, subprocess_env(tracking_uri)) as init:
+        wait_for_running_train(client)
+        os.kill(init.pid, signal.SIGTERM)
+        output = init.communicate(timeout=120)[0]
+        poll_until(
+            lambda: True if group_members(init.pid) == [] else None,
+            timeout=120,
+            what="every process under tini to exit",
+        )
+    assert init.returncode != 0
+    assert "RUNNING" not in statuses(client), output[-2000:]
+    assert "terminated by SIGTERM" in parents(client)[0].data.tags.get(config.TAG_ERROR, ""), output[-2000:]
     assert client.search_registered_models() == []
