@@ -8,13 +8,18 @@
 #   (not the project's, where `mlflow run` runs the step). Honours MLFLOW_TRACKING_URI (unset:
 #   the project's own sqlite:///<project>/mlflow.db, absolute).
 # - Runs under `flock -n`, one lock per output file: a tick while the last one still writes the
-#   same file exits 0 with "already running".
+#   same file exits 0 with "already running". The lock is this user's own
+#   ($XDG_RUNTIME_DIR/pystock-training, else ~/.cache/pystock-training); a lock that cannot be
+#   opened is an ERROR line and exit 1.
+# - Checks the tracking store first: a server that does not answer within 15 s, or a SQLite
+#   store that cannot be used, is one ERROR line and exit 1.
 # - A missing input file is one ERROR line and exit 1 before any run is created (the upstream
 #   job has not written it yet); every other problem is the step's one ERROR line and a FAILED run.
 # - The output appears whole or not at all (written to a temp file, then renamed).
 # - Timestamped lines on stdout; exit 0 when the file was scored, non-zero on a failure, which
 #   cron mails.
-# Environment: PYSTOCK_PYTHON (default <project>/.venv/bin/python), PYSTOCK_LOCK_DIR.
+# Environment: PYSTOCK_PYTHON (default <project>/.venv/bin/python), PYSTOCK_LOCK_DIR,
+# PYSTOCK_PREFLIGHT_TIMEOUT (seconds, default 15).
 set -euo pipefail
 
 project=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -43,13 +48,23 @@ if [ ! -f "$input_file" ]; then
   exit 1
 fi
 
+# shellcheck source=scripts/cron_common.sh
+. "$project/scripts/cron_common.sh"
+
 lock_id=$(printf '%s' "$output_file" | sha256sum | cut -c1-12)
-lock_file=${PYSTOCK_LOCK_DIR:-${TMPDIR:-/tmp}}/pystock-score-$lock_id.lock
-exec 9>"$lock_file"
-if ! flock -n 9; then
-  log "already running (lock $lock_file is held for $output_file); nothing to do"
-  exit 0
-fi
+lock_dir=$(private_lock_dir) || exit 1
+lock_file=$lock_dir/pystock-score-$lock_id.lock
+status=0
+take_lock "$lock_file" || status=$?
+case $status in
+  0) ;;
+  "$LOCK_HELD") log "already running (lock $lock_file is held for $output_file); nothing to do"; exit 0 ;;
+  *) exit 1 ;;
+esac
+
+# A dead server fails here in seconds, not after MLflow's minutes of retries; a SQLite store
+# that cannot be used fails in one line.
+check_store || exit 1
 
 log "scoring $input_file into $output_file against $MLFLOW_TRACKING_URI"
 # The step runs in its own process group; a TERM to this script is passed on to all of it, so

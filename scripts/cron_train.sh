@@ -6,12 +6,18 @@
 #
 # - Works from any working directory; honours MLFLOW_TRACKING_URI (unset: the project's own
 #   sqlite:///<project>/mlflow.db, absolute, so cron's $HOME working directory does not matter).
-# - Runs under `flock -n`: a tick while another is running exits 0 with "already running".
+# - Runs under `flock -n`: a tick while another is running exits 0 with "already running". The
+#   lock is this user's own ($XDG_RUNTIME_DIR/pystock-training, else ~/.cache/pystock-training);
+#   a lock that cannot be opened is an ERROR line and exit 1.
+# - Checks the tracking store first: a server that does not answer within 15 s, or a SQLite
+#   store that cannot be used, is one ERROR line and exit 1; a new SQLite store is created
+#   under a lock, so concurrent first runs do not race.
 # - Checks the run key first without creating a run: a tick with nothing new exits 0 and leaves
 #   the tracking store untouched.
 # - Timestamped lines on stdout; exit 0 when there was nothing to do or the pipeline did its job
 #   (promoted or rejected), non-zero only on a real failure, which cron mails.
-# Environment: PYSTOCK_PYTHON (default <project>/.venv/bin/python), PYSTOCK_LOCK_FILE.
+# Environment: PYSTOCK_PYTHON (default <project>/.venv/bin/python), PYSTOCK_LOCK_FILE or
+# PYSTOCK_LOCK_DIR, PYSTOCK_PREFLIGHT_TIMEOUT (seconds, default 15).
 set -uo pipefail
 
 project=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -29,14 +35,27 @@ if [ ! -x "$python" ]; then
   exit 1
 fi
 
-# One lock per tracking store and model: ticks for other stores do not block each other.
-lock_id=$(printf '%s' "$MLFLOW_TRACKING_URI" | sha256sum | cut -c1-12)
-lock_file=${PYSTOCK_LOCK_FILE:-${TMPDIR:-/tmp}/pystock-training-$lock_id.lock}
-exec 9>"$lock_file"
-if ! flock -n 9; then
-  log "already running (lock $lock_file is held); nothing to do"
-  exit 0
+# shellcheck source=scripts/cron_common.sh
+. "$project/scripts/cron_common.sh"
+
+# One lock per tracking store: ticks for other stores do not block each other.
+if [ -n "${PYSTOCK_LOCK_FILE:-}" ]; then
+  lock_file=$PYSTOCK_LOCK_FILE
+else
+  lock_id=$(printf '%s' "$MLFLOW_TRACKING_URI" | sha256sum | cut -c1-12)
+  lock_dir=$(private_lock_dir) || exit 1
+  lock_file=$lock_dir/pystock-training-$lock_id.lock
 fi
+take_lock "$lock_file"
+case $? in
+  0) ;;
+  "$LOCK_HELD") log "already running (lock $lock_file is held); nothing to do"; exit 0 ;;
+  *) exit 1 ;;
+esac
+
+# A dead server fails here in seconds, not after MLflow's minutes of retries; a SQLite store
+# that cannot be used fails in one line, and a new one is created under a lock.
+check_store || exit 1
 
 cd "$project" || exit 1
 # The pre-check reads the store and creates nothing: exit 0 = trained already, 10 = new.
