@@ -18,6 +18,11 @@ $(BIN)/.installed: requirements.lock requirements-server.txt requirements-dev.tx
 venv: $(BIN)/.installed ## create .venv from the exact pins
 
 train: venv ## run the whole pipeline on the shipped data (ARGS="-P split=random" to pass more)
+# The store first: MLflow's own failure is a traceback, and concurrent first runs race.
+	@case "$$MLFLOW_TRACKING_URI" in \
+	  http://* | https://*) $(BIN)/python -m pystock_training.preflight ;; \
+	  *) $(BIN)/python -m pystock_training.store_check ;; \
+	esac
 	PATH="$(CURDIR)/$(BIN):$$PATH" mlflow run . --env-manager local $(ARGS)
 
 test: venv lint ## lint, then every test (the slow end-to-end ones included)

@@ -21,4 +21,5 @@ export MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=${MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR:-
 export MLFLOW_HTTP_REQUEST_TIMEOUT=${MLFLOW_HTTP_REQUEST_TIMEOUT:-30}
 
 python -m pystock_training.preflight --timeout "${PYSTOCK_PREFLIGHT_TIMEOUT:-15}"
+python -m pystock_training.store_check # a sqlite:// store (a mounted volume): checked, created under a lock
 exec mlflow run . --env-manager local "$@"
