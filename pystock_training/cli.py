@@ -12,7 +12,7 @@ import click
 
 from pystock_training import config
 from pystock_training.errors import PystockError
-from pystock_training.tracking import raise_on_sigterm
+from pystock_training.tracking import Terminated, die_with_parent, raise_on_sigterm
 
 logger = logging.getLogger("pystock_training")
 
@@ -20,8 +20,38 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-# 128 + SIGTERM, what a shell reports for a process killed by it.
+# 128 + the signal, what a shell reports for a process killed by it: SIGTERM, SIGINT.
 EXIT_TERMINATED = 143
+EXIT_INTERRUPTED = 130
+
+
+class WholeNumber(click.ParamType):
+    """An integer parameter that also takes integral floats (``1e9``, ``300.0``), but not ``2.5``.
+
+    MLflow has no integer parameter type, so MLproject declares these as floats: ``mlflow run``
+    accepts ``-P num_boost_round=1e9`` and passes the text on as it was typed.
+    """
+
+    name = "integer"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            number = float(text)
+        except ValueError:
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not number.is_integer():
+            self.fail(f"{value} is not a whole number", param, ctx)
+        return int(number)
+
+
+WHOLE_NUMBER = WholeNumber()
 
 # Options shared by main and train_model, with the defaults from config (one place). Types are
 # plain: range checks live in the package (steps.check_train_params), so a bad value fails the
@@ -32,14 +62,14 @@ TRAINING_OPTIONS = (
     ),
     click.option("--split", default=config.SPLIT, show_default=True, help="time or random."),
     click.option("--test-size", type=float, default=config.TEST_SIZE, show_default=True),
-    click.option("--random-state", type=int, default=config.RANDOM_STATE, show_default=True),
+    click.option("--random-state", type=WHOLE_NUMBER, default=config.RANDOM_STATE, show_default=True),
     click.option("--threshold", type=float, default=config.THRESHOLD, show_default=True),
-    click.option("--num-boost-round", type=int, default=config.NUM_BOOST_ROUND, show_default=True),
-    click.option("--max-depth", type=int, default=config.MAX_DEPTH, show_default=True),
+    click.option("--num-boost-round", type=WHOLE_NUMBER, default=config.NUM_BOOST_ROUND, show_default=True),
+    click.option("--max-depth", type=WHOLE_NUMBER, default=config.MAX_DEPTH, show_default=True),
     click.option("--learning-rate", type=float, default=config.LEARNING_RATE, show_default=True),
     click.option(
         "--early-stopping-rounds",
-        type=int,
+        type=WHOLE_NUMBER,
         default=config.EARLY_STOPPING_ROUNDS,
         show_default=True,
         help="0 turns early stopping off.",
@@ -112,9 +142,11 @@ def run_cli(step: str, func: Callable[..., Any], **kwargs: Any) -> Any:
     """
     raise_on_sigterm()
     try:
+        die_with_parent()
         return func(**kwargs)
     except KeyboardInterrupt as exc:
-        _fail(step, str(exc) or "interrupted", EXIT_TERMINATED)
+        code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+        _fail(step, str(exc) or "interrupted", code)
     except PystockError as exc:
         _fail(step, str(exc), EXIT_ERROR)
     except Exception as exc:

@@ -52,16 +52,30 @@ class Terminated(KeyboardInterrupt):
 
 
 def raise_on_sigterm() -> None:
-    """Turn SIGTERM (cron timeouts, ``docker stop``, Kubernetes) into ``Terminated``.
+    """Turn SIGTERM (cron timeouts, ``docker stop``, Kubernetes) into ``Terminated`` and SIGINT
+    (Ctrl-C) into ``KeyboardInterrupt``, each saying which signal stopped the process.
 
     Python's default for SIGTERM is to die on the spot, which leaves the run RUNNING forever.
+    Only the first signal counts: Ctrl-C reaches every process of the terminal's group, and
+    MLflow's project runner then sends each child a SIGTERM as it stops it; raising again would
+    cut short the cleanup the first one started and record SIGTERM for what was a Ctrl-C. The
+    runner waits for the child to end, so nothing is lost by letting the cleanup finish.
     Called from the scripts' ``__main__`` path only, never on import.
     """
+    stopped_by: list[str] = []
 
     def handler(signum: int, _frame: object) -> None:
-        raise Terminated(f"terminated by {signal.Signals(signum).name}")
+        name = signal.Signals(signum).name
+        if stopped_by:
+            logger.warning("%s while stopping on %s: finishing the cleanup first", name, stopped_by[0])
+            return
+        stopped_by.append(name)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt("interrupted by SIGINT (Ctrl-C)")
+        raise Terminated(f"terminated by {name}")
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 # prctl(2) option: the signal the kernel sends this process when its parent exits.

@@ -65,11 +65,11 @@ sys.setprofile(None)
 print(json.dumps({"raised": None, "sent": sent}))
 """
 
-# What each signal becomes under the scripts' handlers (tracking.raise_on_sigterm for SIGTERM,
-# Python's own for SIGINT), as register_model's caller sees it and the run's error tag says.
+# What each signal becomes under the scripts' handlers (tracking.raise_on_sigterm), as
+# register_model's caller sees it and the run's error tag says.
 RAISED = {
     "SIGTERM": ("Terminated", "terminated by SIGTERM"),
-    "SIGINT": ("KeyboardInterrupt", "KeyboardInterrupt"),
+    "SIGINT": ("KeyboardInterrupt", "interrupted by SIGINT (Ctrl-C)"),
 }
 GATE_CHECKS = ("min_score", "baseline", "input_contract", "champion", "serving")
 

@@ -87,3 +87,25 @@ def test_the_images_init_passes_a_stop_to_the_whole_pipeline(tmp_path, tracking_
     assert "RUNNING" not in statuses(client), output[-2000:]
     assert "terminated by SIGTERM" in parents(client)[0].data.tags.get(config.TAG_ERROR, ""), output[-2000:]
     assert client.search_registered_models() == []
+
+
+def test_ctrl_c_is_recorded_as_ctrl_c_and_ends_every_run(tmp_path, tracking_uri) -> None:
+    # A terminal's Ctrl-C sends SIGINT to the whole foreground group; MLflow's runner then sends
+    # each child a SIGTERM as it stops it. The records must say what the user did.
+    client = MlflowClient(tracking_uri)
+    _, params = slow_training_data(tmp_path)
+    with running_pipeline(tmp_path, tracking_uri, *params) as pipeline:
+        train_run_id = wait_for_running_train(client)
+        os.killpg(pipeline.pid, signal.SIGINT)
+        output = pipeline.communicate(timeout=120)[0]
+        poll_until(
+            lambda: True if group_members(pipeline.pid) == [] else None,
+            timeout=120,
+            what="every process of the pipeline to exit",
+        )
+    assert pipeline.returncode != 0
+    assert "RUNNING" not in statuses(client), output[-2000:]
+    for run in (client.get_run(train_run_id), parents(client)[0]):
+        assert run.info.status in {"KILLED", "FAILED"}
+        assert run.data.tags.get(config.TAG_ERROR) == "interrupted by SIGINT (Ctrl-C)", output[-2000:]
+    assert client.search_registered_models() == []
