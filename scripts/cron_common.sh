@@ -29,8 +29,12 @@ private_lock_dir() {
     log "ERROR: neither XDG_RUNTIME_DIR nor HOME is set; set PYSTOCK_LOCK_DIR to a folder of this user's" >&2
     return 1
   fi
-  if ! mkdir -p -m 0700 "$dir" 2>/dev/null || [ -L "$dir" ] || [ ! -d "$dir" ] || [ ! -O "$dir" ]; then
+  if [ -L "$dir" ] || { [ -e "$dir" ] && { [ ! -d "$dir" ] || [ ! -O "$dir" ]; }; }; then
     log "ERROR: lock folder $dir is not a folder owned by $(id -un); remove it or set PYSTOCK_LOCK_DIR" >&2
+    return 1
+  fi
+  if ! mkdir -p -m 0700 "$dir" 2>/dev/null; then
+    log "ERROR: cannot create the lock folder $dir; set PYSTOCK_LOCK_DIR to a folder of this user's" >&2
     return 1
   fi
   printf '%s' "$dir"

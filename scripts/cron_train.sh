@@ -53,11 +53,10 @@ case $? in
   *) exit 1 ;;
 esac
 
+cd "$project" || exit 1
 # A dead server fails here in seconds, not after MLflow's minutes of retries; a SQLite store
 # that cannot be used fails in one line, and a new one is created under a lock.
 check_store || exit 1
-
-cd "$project" || exit 1
 # The pre-check reads the store and creates nothing: exit 0 = trained already, 10 = new.
 "$python" -m pystock_training.trigger --data-file "$data_file" 2>&1 | stamp
 status=${PIPESTATUS[0]}
