@@ -30,8 +30,9 @@ import pyarrow.parquet as pq
 from sklearn.model_selection import train_test_split
 
 from pystock_training import config
-from pystock_training.digest import CHUNK_BYTES, FileDigest, HashingReader
+from pystock_training.digest import CHUNK_BYTES, FileDigest, HashingReader, open_regular
 from pystock_training.errors import DataError, first_line
+from pystock_training.params import float_problem
 
 # What pyarrow's CSV reader takes for a missing value ("", "NA", "null", "NaN", ...).
 NULL_TEXT = frozenset(pa_csv.ConvertOptions().null_values)
@@ -40,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 PARQUET_MAGIC = b"PAR1"
 SNIFF_BYTES = 64 * 1024
+# The general CSV path reads in pyarrow's default blocks; a line must fit in one.
+READER_BLOCK_BYTES = pa_csv.ReadOptions().block_size
 LABEL_COLUMN = "label"
 
 # Row positions: a slice for the time split (a view, no copy at 100M rows) or an index array.
@@ -95,14 +98,8 @@ def load_dataset(path: str | Path, prefix_sizes: tuple[int, ...] = ()) -> Datase
         DataError: The file is missing, unreadable or breaks the data contract.
     """
     path = Path(path).expanduser().resolve()
-    if not path.exists():
-        raise DataError(path, "no such file")
-    if path.is_dir():
-        raise DataError(path, "is a directory, expected a CSV or Parquet file")
-    if not path.is_file():
-        raise DataError(path, "is not a regular file")
     try:
-        with path.open("rb") as handle:
+        with open_regular(path) as handle:
             reader = HashingReader(handle, prefix_sizes)
             # The sniffed head comes from the same stream the parser reads: one pass, one hash.
             stream = io.BufferedReader(reader, SNIFF_BYTES)
@@ -216,7 +213,7 @@ def _load_csv(
     # takes the general path: float32, which either reads the file or explains what is wrong.
     # It parses the file again from its start, so it hashes it again: the digest is always of
     # the bytes the rows came from.
-    with path.open("rb") as handle:
+    with open_regular(path) as handle:
         reader = HashingReader(handle, prefix_sizes)
         try:
             table = pa_csv.read_csv(
@@ -315,6 +312,15 @@ def _explain_csv_error(path: Path, exc: pa.ArrowInvalid, names: list[str], layou
     The extra scans run only on this error path, so plain Python is fine here.
     """
     message = first_line(exc)
+    if "straddling object" in message:
+        # pyarrow's reader splits the file in blocks at line breaks; a line longer than a block
+        # (a file written without line breaks, say) cannot be split.
+        line, length = _find_long_line(path, READER_BLOCK_BYTES)
+        return (
+            f"line {line} is {length / 1e6:.1f} MB without a line break, longer than the CSV reader's "
+            f"{READER_BLOCK_BYTES / 1e6:.1f} MB block; each row must be one line (is the file missing "
+            "its line breaks?)"
+        )
     if "Expected" in message and "columns" in message:
         line = _find_ragged_line(path, len(names))
         where = f" at line {line}" if line else ""
@@ -333,6 +339,21 @@ def _explain_csv_error(path: Path, exc: pa.ArrowInvalid, names: list[str], layou
             return f"non-numeric value {value!r} at {layout.where(path, row)}, column {column}"
         return f"non-numeric value ({message})"
     return f"not a readable CSV file ({message})"
+
+
+def _find_long_line(path: Path, limit: int) -> tuple[int, int]:
+    """The 1-based number and byte length of the first line longer than ``limit`` (else the longest)."""
+    line, length, longest = 1, 0, (1, 0)
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
+            for piece in chunk.split(b"\n")[:-1]:
+                length += len(piece)
+                if length > limit:
+                    return line, length
+                longest = max(longest, (line, length), key=lambda found: found[1])
+                line, length = line + 1, 0
+            length += len(chunk) - chunk.rfind(b"\n") - 1
+    return max(longest, (line, length), key=lambda found: found[1])
 
 
 def _find_ragged_line(path: Path, expected: int) -> int | None:
@@ -379,6 +400,14 @@ def csv_line_of_row(path: Path, row: int, skip_lines: int) -> int:
 def _validate(path: Path, table: pa.Table, layout: _Layout, digest: FileDigest) -> Dataset:
     _check_row_count(path, table.num_rows)
     label = table[LABEL_COLUMN]
+    if label.null_count == table.num_rows and layout.skip_lines is not None:
+        # Not "missing label at line 1": a label empty on every line is a CSV whose lines end
+        # with a comma, which adds an empty last column.
+        raise DataError(
+            path,
+            "the last column is empty on every line (does each line end with a trailing comma?); "
+            "the label must be the last column",
+        )
     if label.null_count:
         raise DataError(path, f"missing label at {layout.where(path, _first_true(pc.is_null(label)))}")
     columns = table.drop_columns([LABEL_COLUMN]).columns
@@ -482,8 +511,9 @@ def split_rows(
     """
     if split not in config.SPLITS:
         raise DataError(source, f"unknown split {split!r}, expected one of {', '.join(config.SPLITS)}")
-    if not 0 < test_size < 1:
-        raise DataError(source, f"test_size must be between 0 and 1, got {test_size}")
+    problem = float_problem("test_size", test_size)
+    if problem:
+        raise DataError(source, problem)
     n_rows = len(labels)
     # Same rounding as sklearn's train_test_split, so both splits size the test set alike.
     n_test = math.ceil(test_size * n_rows)

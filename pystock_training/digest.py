@@ -11,11 +11,23 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from pystock_training.errors import DataError
+
 CHUNK_BYTES = 1 << 20
+
+# What a path can be besides a regular file, as `ls -l` users call it.
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 @dataclass(frozen=True)
@@ -96,7 +108,62 @@ class HashingReader(io.RawIOBase):
             self._last_byte = bytes(data[-1:])
 
 
+def not_regular(path: Path, mode: int) -> DataError:
+    """The one error for a data file that is not a regular file (a directory, a FIFO, a device)."""
+    if stat.S_ISDIR(mode):
+        return DataError(path, "is a directory, expected a CSV or Parquet file")
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+    return DataError(path, f"is {kind}, expected a regular CSV or Parquet file")
+
+
+def check_regular_file(path: str | Path) -> Path:
+    """The resolved path of a readable regular file, opened and closed again to be sure.
+
+    Raises:
+        DataError: The path is missing, unreadable or anything but a regular file.
+    """
+    path = Path(path).expanduser()
+    resolved = path.resolve()
+    if not path.is_absolute() and not resolved.exists():
+        raise DataError(resolved, "no such file (relative paths resolve against the project directory)")
+    with open_regular(resolved):
+        return resolved
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """Open a data file for reading, refusing anything but a regular file.
+
+    Opened non-blocking and checked on the open descriptor: opening a FIFO would otherwise block
+    until a writer comes, and reading /dev/zero never ends. The check on the descriptor also
+    holds when the path is swapped for a FIFO after an earlier check.
+
+    Raises:
+        DataError: The file is missing, unreadable or not a regular file.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise DataError(path, "no such file") from None
+    except OSError as exc:
+        raise DataError(path, f"cannot be read ({exc.strerror})") from exc
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        raise not_regular(path, mode)
+    # O_NONBLOCK means nothing for a regular file; cleared anyway so the handle is ordinary.
+    os.set_blocking(descriptor, True)
+    return os.fdopen(descriptor, "rb")
+
+
 def file_digest(path: str | Path, prefix_sizes: tuple[int, ...] = ()) -> FileDigest:
-    """The digest of a file read in chunks, so a large file never sits in memory."""
-    with Path(path).open("rb") as handle:
-        return HashingReader(handle, prefix_sizes).finish()
+    """The digest of a file read in chunks, so a large file never sits in memory.
+
+    Raises:
+        DataError: The file is missing, unreadable or not a regular file.
+    """
+    path = Path(path)
+    with open_regular(path) as handle:
+        try:
+            return HashingReader(handle, prefix_sizes).finish()
+        except OSError as exc:
+            raise DataError(path, f"cannot be read ({exc.strerror})") from exc

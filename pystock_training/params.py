@@ -83,6 +83,97 @@ def default_predictions_file(run_id: str) -> Path:
     return Path(tempfile.gettempdir()) / "pystock-training" / run_id / config.PREDICTIONS_FILE_NAME
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """The range a float parameter must lie in; NaN and infinities are never in it."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return math.isfinite(value) and above and below
+
+    def __str__(self) -> str:
+        if self.low == -math.inf and self.high == math.inf:
+            return "a finite number"
+        if self.high == math.inf:
+            return f"a finite number {'>' if self.low_open else '>='} {self.low:g}"
+        if self.low_open and self.high_open:
+            return f"between {self.low:g} and {self.high:g}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+# Every float parameter of every entry point, with its range: the one place they are checked.
+FLOAT_BOUNDS = {
+    "test_size": Bounds(0, 1, low_open=True, high_open=True),
+    "threshold": Bounds(0, 1, low_open=True, high_open=True),
+    "learning_rate": Bounds(0, 1, low_open=True),
+    "min_score": Bounds(),
+    "max_regression": Bounds(0),
+    "reap_after_hours": Bounds(0),
+}
+
+
+def float_problem(name: str, value: float) -> str | None:
+    """What is wrong with a float parameter's value, or None when it is in range."""
+    bounds = FLOAT_BOUNDS[name]
+    return None if value in bounds else f"{name} must be {bounds}, got {value}"
+
+
+def check_floats(values: dict[str, float]) -> None:
+    """Refuse float parameters that are NaN, infinite or out of range, all in one line.
+
+    Raises:
+        PystockError: A value is out of range.
+    """
+    problems = [problem for name, value in values.items() if (problem := float_problem(name, value))]
+    if problems:
+        raise PystockError("invalid parameters: " + "; ".join(problems))
+
+
+# What the registry takes as a name (no "/" or ":", not "." or starting ".."), and what survives
+# a models:/ URI: "@" starts an alias, "?" a query, "#" a fragment, and whitespace at either end
+# is stripped by URL parsing. The registry stores at most 256 characters.
+MODEL_NAME_MAX_LENGTH = 256
+_MODEL_NAME_FORBIDDEN = "/:@?#"
+
+
+def model_name_problem(model_name: str) -> str | None:
+    """Why a registered model name would fail in the registry or in a models:/ URI, or None."""
+    if not model_name.strip():
+        return "model_name must not be empty"
+    bad = sorted({char for char in model_name if char in _MODEL_NAME_FORBIDDEN})
+    if bad:
+        return (
+            f"model_name {model_name!r} contains {' '.join(repr(char) for char in bad)}; "
+            f"a registered model name cannot contain any of {' '.join(_MODEL_NAME_FORBIDDEN)} "
+            "(they break models:/name@alias URIs)"
+        )
+    if model_name != model_name.strip() or not model_name.isprintable():
+        return f"model_name {model_name!r} has leading or trailing spaces or control characters"
+    if model_name == "." or model_name.startswith(".."):
+        return f"model_name {model_name!r} cannot be '.' or start with '..'"
+    if len(model_name) > MODEL_NAME_MAX_LENGTH:
+        return f"model_name is {len(model_name)} characters long, at most {MODEL_NAME_MAX_LENGTH} are stored"
+    return None
+
+
+def check_model_name(model_name: str) -> None:
+    """Refuse a model name the registry or the models:/ URI syntax would reject, before training.
+
+    Raises:
+        PystockError: The name cannot be registered or loaded back by ``models:/name@alias``.
+    """
+    problem = model_name_problem(model_name)
+    if problem:
+        raise PystockError(f"invalid parameters: {problem}")
+
+
 def check_gate_metric(metric: str) -> None:
     """Raise ValueError for a metric the gate does not know the direction of."""
     if metric not in config.METRIC_NAMES:
@@ -92,10 +183,10 @@ def check_gate_metric(metric: str) -> None:
 def check_gate_params(params: GateParams) -> None:
     """Raise ValueError for gate parameters that would make every verdict meaningless."""
     check_gate_metric(params.gate_metric)
-    if not math.isfinite(params.min_score):
-        raise ValueError(f"min_score must be a finite number, got {params.min_score}")
-    if not (math.isfinite(params.max_regression) and params.max_regression >= 0):
-        raise ValueError(f"max_regression must be a finite number >= 0, got {params.max_regression}")
+    for name in ("min_score", "max_regression"):
+        problem = float_problem(name, getattr(params, name))
+        if problem:
+            raise ValueError(problem)
 
 
 def check_train_params(split: str, test_size: float, threshold: float, params: TrainParams) -> None:
@@ -107,16 +198,12 @@ def check_train_params(split: str, test_size: float, threshold: float, params: T
     problems = []
     if split not in config.SPLITS:
         problems.append(f"split must be one of {', '.join(config.SPLITS)}, got {split!r}")
-    if not 0 < test_size < 1:
-        problems.append(f"test_size must be between 0 and 1, got {test_size}")
-    if not 0 < threshold < 1:
-        problems.append(f"threshold must be between 0 and 1, got {threshold}")
+    floats = {"test_size": test_size, "threshold": threshold, "learning_rate": params.learning_rate}
+    problems.extend(problem for name, value in floats.items() if (problem := float_problem(name, value)))
     if params.num_boost_round < 1:
         problems.append(f"num_boost_round must be at least 1, got {params.num_boost_round}")
     if params.max_depth < 1:
         problems.append(f"max_depth must be at least 1, got {params.max_depth}")
-    if not 0 < params.learning_rate <= 1:
-        problems.append(f"learning_rate must be in (0, 1], got {params.learning_rate}")
     if params.early_stopping_rounds < 0:
         problems.append(f"early_stopping_rounds must be 0 (off) or more, got {params.early_stopping_rounds}")
     if not 0 <= params.random_state < 2**32:
@@ -129,10 +216,10 @@ def check_register_params(model_name: str, gate: GateParams) -> None:
     """Reject a registration that could only record a meaningless decision.
 
     Raises:
-        PystockError: Empty model name, unknown gate metric, or a non-finite or negative threshold.
+        PystockError: A model name the registry or a models:/ URI rejects, an unknown gate
+            metric, or a non-finite or negative threshold.
     """
-    if not model_name.strip():
-        raise PystockError("invalid parameters: model_name must not be empty")
+    check_model_name(model_name)
     try:
         check_gate_params(gate)
     except ValueError as exc:

@@ -21,13 +21,14 @@ from mlflow.utils.mlflow_tags import (
 )
 
 from pystock_training import config
-from pystock_training.digest import file_digest
-from pystock_training.errors import DataError, PystockError
+from pystock_training.digest import check_regular_file, file_digest
+from pystock_training.errors import PystockError
 from pystock_training.params import (
     RUN_KEY_PARAMETERS,
     TRAIN_PARAMETERS,
     GateParams,
     TrainParams,
+    check_floats,
     check_register_params,
     check_train_params,
     default_predictions_file,
@@ -132,7 +133,9 @@ def run_pipeline(
     """Run train_model, evaluate_model and register_model one after another under one parent run.
 
     Raises:
-        DataError: The data file does not exist (checked before any step starts).
+        DataError: The data file is missing, unreadable or not a regular file (checked before
+            any step starts).
+        PystockError: A parameter is out of range (checked before any step starts).
         StepFailedError: A step failed; nothing after it ran.
     """
     started = time.monotonic()
@@ -149,19 +152,10 @@ def run_pipeline(
             params.split, params.test_size, params.threshold, TrainParams.from_dict(asdict(params))
         )
         check_register_params(params.model_name, GateParams(**params.gate_params()))
-        if params.reap_after_hours < 0:
-            raise PystockError(
-                f"invalid parameters: reap_after_hours must be >= 0, got {params.reap_after_hours}"
-            )
-        data_file = Path(params.data_file).expanduser()
-        if not data_file.exists():
-            relative = (
-                "" if data_file.is_absolute() else " (relative paths resolve against the project directory)"
-            )
-            raise DataError(data_file.resolve(), f"no such file{relative}")
-        if data_file.is_dir():
-            # The run key hashes the file before any step reads it.
-            raise DataError(data_file.resolve(), "is a directory, expected a CSV or Parquet file")
+        check_floats({"reap_after_hours": params.reap_after_hours})
+        # The run key hashes the file before any step reads it: a FIFO would block that forever
+        # and /dev/zero never end, so only a regular file gets that far.
+        data_file = check_regular_file(params.data_file)
 
         reap_orphans(run.info.experiment_id, params.reap_after_hours, exclude_run_id=run.info.run_id)
         # train_model checks that the bytes it trains on hash to this, so the key, the digest

@@ -24,7 +24,8 @@ from mlflow.entities import Run
 from mlflow.utils.mlflow_tags import MLFLOW_PROJECT_ENTRY_POINT
 
 from pystock_training import config
-from pystock_training.digest import file_digest
+from pystock_training.digest import check_regular_file, file_digest
+from pystock_training.errors import DataError
 from pystock_training.params import RUN_KEY_PARAMETERS
 from pystock_training.provenance import code_fingerprint
 
@@ -32,6 +33,11 @@ logger = logging.getLogger("pystock_training.trigger")  # not __main__ under pyt
 
 # The entry points whose orphaned runs the reaper ends: the pipeline's, and score's (a cron job too).
 PIPELINE_ENTRY_POINTS = ("main", "train_model", "evaluate_model", "register_model", "score")
+
+# The youngest run the reaper may end, whatever reap_after_hours says: 10 minutes. A pipeline
+# run is RUNNING from its start, and a lower age (a typo, 0, NaN) would fail concurrent pipelines
+# while they train; a real orphan waits at most this long to be reaped.
+MIN_REAP_AGE_HOURS = 10 / 60
 
 # Exit codes of the cron pre-check.
 EXIT_NOTHING_NEW = 0
@@ -74,9 +80,18 @@ def reap_orphans(experiment_id: str, max_age_hours: float, exclude_run_id: str |
 
     A kill -9 (or a lost machine) ends a process without ending its run. MLflow records no
     heartbeat, so a run's start time is its last sign of life; the age must exceed the longest
-    real pipeline run.
+    real pipeline run. Whatever age it is given (0, negative, NaN), a run younger than
+    ``MIN_REAP_AGE_HOURS`` is never touched: it may be a concurrent pipeline still training.
     """
     client = MlflowClient()
+    # Written so that NaN fails the comparison and takes the floor; inf still means "never".
+    if not max_age_hours >= MIN_REAP_AGE_HOURS:
+        logger.info(
+            "reap_after_hours=%s is below the floor: only runs older than %g minutes are reaped",
+            max_age_hours,
+            MIN_REAP_AGE_HOURS * 60,
+        )
+        max_age_hours = MIN_REAP_AGE_HOURS
     cutoff_ms = (time.time() - max_age_hours * 3600) * 1000
     # Tag filters take no IN list: fetch the RUNNING ones and keep the pipeline's.
     runs = client.search_runs(
@@ -138,9 +153,11 @@ def main(data_file: str) -> None:
     from pystock_training.pipeline import PipelineParams
 
     configure_logging()
-    path = Path(data_file).expanduser().resolve()
-    if not path.is_file():
-        logger.error("%s: no such file", path)
+    try:
+        # The same check and line as main's: a FIFO or a device would hang the hash below.
+        path = check_regular_file(data_file)
+    except DataError as exc:
+        logger.error("%s", exc)
         sys.exit(1)
     try:
         result = check(path, PipelineParams(data_file=str(path)).run_key_params())

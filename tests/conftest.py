@@ -104,3 +104,20 @@ def poll_until(check: Callable[[], T | None], *, timeout: float, what: str, inte
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not seen within {timeout:g}s")
         time.sleep(interval)
+
+
+def age_running_runs(store_uri: str, hours: float) -> None:
+    """Move the start of every RUNNING run ``hours`` back, straight in the store's database.
+
+    The reaper never touches a run younger than trigger.MIN_REAP_AGE_HOURS, so a test that
+    orphans runs with a kill -9 makes them look as old as a real orphan would be by then.
+    """
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(store_uri)
+    with engine.begin() as connection:
+        connection.execute(
+            sqlalchemy.text("UPDATE runs SET start_time = start_time - :ms WHERE status = 'RUNNING'"),
+            {"ms": int(hours * 3_600_000)},
+        )
+    engine.dispose()

@@ -25,7 +25,14 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Run
 
 from pystock_training import config
-from tests.conftest import PROJECT_ROOT, poll_until, process_group, signal_frame, subprocess_env
+from tests.conftest import (
+    PROJECT_ROOT,
+    age_running_runs,
+    poll_until,
+    process_group,
+    signal_frame,
+    subprocess_env,
+)
 from tests.servers import MlflowServer, free_port, postgres_cluster
 
 pytestmark = pytest.mark.slow
@@ -255,6 +262,8 @@ def test_server_killed_during_training_fails_cleanly_and_the_next_run_recovers(
     address = server.uri.removeprefix("http://")
     assert any("train_model failed: " in line and address in line for line in errors), output[-3000:]
 
+    # The run the kill left RUNNING is made older than the reaper's floor, as a real orphan gets.
+    age_running_runs(backend, hours=1)
     server.start()
     try:
         small = tmp_path / "small.csv"

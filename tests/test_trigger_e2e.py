@@ -13,7 +13,14 @@ import pytest
 from mlflow import MlflowClient
 
 from pystock_training import config
-from tests.conftest import PROJECT_ROOT, poll_until, process_group, signal_frame, subprocess_env
+from tests.conftest import (
+    PROJECT_ROOT,
+    age_running_runs,
+    poll_until,
+    process_group,
+    signal_frame,
+    subprocess_env,
+)
 from tests.test_pipeline_e2e import mlflow_run
 
 pytestmark = pytest.mark.slow
@@ -149,6 +156,7 @@ def test_kill_9_leaves_orphans_that_the_next_start_reaps(tmp_path, tracking_uri)
         os.killpg(pipeline.pid, signal.SIGKILL)
         pipeline.wait(timeout=30)
     assert statuses(client).count("RUNNING") == 2  # the parent and train_model, orphaned
+    age_running_runs(tracking_uri, hours=1)  # older than the reaper's floor, as a real orphan gets
 
     small = write_data(tmp_path / "small.csv")
     result = mlflow_run(tmp_path, tracking_uri, "-P", f"data_file={small}", "-P", "reap_after_hours=0")

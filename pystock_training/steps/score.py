@@ -35,6 +35,7 @@ from pystock_training.distinct import DistinctRows, distinct_rows
 from pystock_training.errors import DataError, PystockError, first_line
 from pystock_training.handoff import atomic_write
 from pystock_training.metrics import Predictions, grouped_metrics
+from pystock_training.params import check_floats
 from pystock_training.tracking import StepTimer, log_missing_params, step_run
 
 logger = logging.getLogger(__name__)
@@ -106,8 +107,7 @@ def score(
             {"input_file": input_file, "output_file": output_file, "model_uri": model_uri}
             | {"threshold": threshold},
         )
-        if not 0 < threshold < 1:
-            raise PystockError(f"invalid parameters: threshold must be between 0 and 1, got {threshold}")
+        check_floats({"threshold": threshold})
         input_path, output_path = check_paths(input_file, output_file)
         with timer.phase("load_model"):
             model = resolve_model(model_uri)
