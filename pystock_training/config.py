@@ -77,6 +77,8 @@ TAG_CHAMPION_ROWS_COMPARED: Final = "pystock.champion_rows_compared"
 TAG_CODE_VERSION: Final = "pystock.code_version"
 TAG_MODEL_URI: Final = "pystock.model_uri"
 TAG_PREDICTIONS_FILE: Final = "pystock.predictions_file"
+# The predictions file's sha256 as train_model wrote it: evaluate_model refuses a file that differs.
+TAG_PREDICTIONS_SHA256: Final = "pystock.predictions_sha256"
 TAG_DECISION: Final = "pystock.decision"
 # "final" when the decision is a verdict on the model (the run key is done), "retry" otherwise.
 TAG_VERDICT: Final = "pystock.verdict"

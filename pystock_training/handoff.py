@@ -9,6 +9,7 @@ the rows it provably never saw.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -22,7 +23,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from pystock_training.errors import DataError, first_line
+from pystock_training.errors import DataError, PystockError, first_line
+from pystock_training.scratch import OUT_OF_SPACE
 
 REQUIRED_COLUMNS = ("y_test", "y_pred", "y_proba", "baseline_proba")
 CHAMPION_COLUMNS = ("champion_proba", "champion_pred")
@@ -32,6 +34,7 @@ LABEL_COLUMNS = frozenset({"y_test", "y_pred", "champion_pred"})
 PROBABILITY_COLUMNS = frozenset({"y_proba", "baseline_proba", "champion_proba"})
 _LABEL_PROBLEM = "column {} must hold only 0 and 1"
 _PROBABILITY_PROBLEM = "column {} must hold probabilities in [0, 1]"
+_CHUNK_BYTES = 1 << 20
 
 
 @contextmanager
@@ -69,6 +72,10 @@ def write_predictions(
 
     A NaN in ``champion_proba`` (a row the champion may have trained on) leaves both champion
     cells of that row empty.
+
+    Raises:
+        PystockError: The file cannot be written; one line naming it (and "no space left" when
+            its filesystem is full).
     """
     path = Path(path)
     columns = {
@@ -83,13 +90,31 @@ def write_predictions(
         columns["champion_proba"] = pa.array(champion, mask=absent)
         columns["champion_pred"] = pa.array((champion >= threshold).astype(np.int8), mask=absent)
     table = pa.table(columns)
-    with atomic_write(path) as handle:
-        pa_csv.write_csv(table, handle, pa_csv.WriteOptions(quoting_style="none"))
+    try:
+        with atomic_write(path) as handle:
+            pa_csv.write_csv(table, handle, pa_csv.WriteOptions(quoting_style="none"))
+    except OSError as exc:
+        # A full disk surfaces when the buffer is flushed, as an OSError without a file name.
+        problem = OUT_OF_SPACE.get(exc.errno or 0) or exc.strerror or first_line(exc)
+        raise PystockError(f"{path}: cannot write the predictions: {problem}") from exc
     return path
 
 
-def read_predictions(path: str | Path) -> pd.DataFrame:
-    """Read and check a predictions CSV.
+def predictions_sha256(path: str | Path) -> str:
+    """The sha256 of a predictions file, as train_model records it and evaluate_model checks it."""
+    with pa.OSFile(str(path)) as source:
+        return _sha256(source)
+
+
+def _sha256(source: pa.NativeFile) -> str:
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: source.read(_CHUNK_BYTES), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_predictions(path: str | Path, sha256: str = "") -> pd.DataFrame:
+    """Read and check a predictions CSV, which must hash to ``sha256`` when one is given.
 
     Read batch by batch and checked as it goes, into compact columns (int8 labels, float64
     probabilities): millions of test rows never sit in memory as a whole Arrow table beside a
@@ -97,20 +122,45 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     whatever the first rows look like: a streaming reader fixes each column's type from its first
     block, and a probability column that happens to start with exact 0s and 1s is still a float.
     Empty champion cells read as NaN, and ``champion_pred`` is then float64 (as pandas would).
+    The digest is checked on the same open file that is then parsed, so what is checked is what
+    is read, even if the path is replaced in between.
 
     Raises:
-        DataError: The file is missing or its columns or values are wrong.
+        DataError: The file is missing, no longer hashes to ``sha256``, or its columns or values
+            are wrong.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "no such predictions file")
+    try:
+        with pa.OSFile(str(path)) as source:
+            if sha256:
+                _check_sha256(path, source, sha256)
+            return _read_checked(path, source)
+    except OSError as exc:
+        raise DataError(path, f"cannot be read ({exc.strerror or first_line(exc)})") from exc
+
+
+def _check_sha256(path: Path, source: pa.NativeFile, expected: str) -> None:
+    actual = _sha256(source)
+    source.seek(0)
+    if actual != expected:
+        raise DataError(
+            path,
+            f"changed since train_model wrote it (sha256 {actual[:12]}, the train run recorded "
+            f"{expected[:12]}); refusing to evaluate it: re-run the pipeline",
+        )
+
+
+def _read_checked(path: Path, source: pa.NativeFile) -> pd.DataFrame:
     names: list[str] = []
     try:
-        names = pa_csv.open_csv(path).schema.names
+        names = pa_csv.open_csv(source).schema.names
         _check_columns(path, names)
         known = LABEL_COLUMNS | PROBABILITY_COLUMNS
+        source.seek(0)
         reader = pa_csv.open_csv(
-            path,
+            source,
             convert_options=pa_csv.ConvertOptions(
                 column_types={name: pa.float64() if name in known else pa.string() for name in names},
                 # Only an empty cell is missing: "nan" or "NA" in a champion column is a bad

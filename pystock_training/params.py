@@ -7,9 +7,7 @@ parameter before it starts a step, imports only MLflow: about 120 MB and 1 s les
 from __future__ import annotations
 
 import math
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from pystock_training import config
 from pystock_training.errors import PystockError
@@ -76,11 +74,6 @@ class GateParams:
     min_score: float
     max_regression: float
     allow_schema_change: bool = config.ALLOW_SCHEMA_CHANGE
-
-
-def default_predictions_file(run_id: str) -> Path:
-    """A predictions path unique to one run, so concurrent pipelines never share a file."""
-    return Path(tempfile.gettempdir()) / "pystock-training" / run_id / config.PREDICTIONS_FILE_NAME
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -31,10 +31,10 @@ from pystock_training.params import (
     check_floats,
     check_register_params,
     check_train_params,
-    default_predictions_file,
 )
 from pystock_training.provenance import PROJECT_ROOT, code_fingerprint
 from pystock_training.report import run_description
+from pystock_training.scratch import scratch_dir
 from pystock_training.tracking import log_missing_params, step_run
 from pystock_training.trigger import previous_run, reap_orphans, run_key
 
@@ -139,7 +139,9 @@ def run_pipeline(
         StepFailedError: A step failed; nothing after it ran.
     """
     started = time.monotonic()
-    with step_run(config.PIPELINE_RUN_NAME) as run:
+    # `cleanup` removes the scratch folder on every way out: success, a failed step, an error,
+    # KeyboardInterrupt and the Terminated a SIGTERM raises; the train run keeps the artifact.
+    with step_run(config.PIPELINE_RUN_NAME) as run, ExitStack() as cleanup:
         # Under `mlflow run` the parent was created with a random name.
         mlflow.set_tag("mlflow.runName", config.PIPELINE_RUN_NAME)
         log_missing_params(run, vars(params))
@@ -169,7 +171,7 @@ def run_pipeline(
         if previous is not None:
             logger.info("force: retraining although run %s has the same run key", previous.info.run_id)
 
-        predictions_file = default_predictions_file(run.info.run_id)
+        predictions_file = cleanup.enter_context(scratch_dir()) / config.PREDICTIONS_FILE_NAME
         common = {
             "experiment_id": run.info.experiment_id,
             "project_dir": project_dir,
@@ -206,9 +208,6 @@ def run_pipeline(
             | params.gate_params(),
             **common,
         )
-        # The predictions are an artifact of the train run now; the local copy is scratch.
-        shutil.rmtree(predictions_file.parent, ignore_errors=True)
-
         decision = register.data.tags[config.TAG_DECISION]
         verdict = register.data.tags.get(config.TAG_VERDICT, "retry")
         version = register.data.tags[config.TAG_MODEL_VERSION]

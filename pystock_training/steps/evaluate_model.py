@@ -28,6 +28,7 @@ from pystock_training.metrics import (
 from pystock_training.params import check_gate_metric
 from pystock_training.plots import evaluation_figures
 from pystock_training.report import evaluation_report
+from pystock_training.scratch import out_of_space_reported
 from pystock_training.tracking import StepTimer, log_missing_params, step_run
 
 logger = logging.getLogger(__name__)
@@ -56,17 +57,19 @@ def evaluate_model(
     the candidate's difference to it on the same rows (``diff_roc_auc``, ``diff_roc_auc_ci_low``,
     ``diff_roc_auc_ci_high``). Also logs plots, ``evaluation.json`` and a report. With
     ``model_uri`` (the train run's logged model), the metrics are logged against that model too,
-    so its page lists them (a registered version links to it as its source model).
+    so its page lists them (a registered version links to it as its source model), and the
+    predictions file must hash to the sha256 the train run that logged the model recorded: a file
+    changed since train_model wrote it is refused, not scored.
 
     Returns:
         The logged metrics.
 
     Raises:
-        DataError: The predictions file is missing or malformed.
-        PystockError: Unknown gate metric.
+        DataError: The predictions file is missing, malformed, or not the one the train run wrote.
+        PystockError: Unknown gate metric, or no space left for the plots and report.
     """
     timer = StepTimer()
-    with step_run("evaluate_model") as run:
+    with step_run("evaluate_model") as run, out_of_space_reported():
         log_missing_params(
             run, {"predictions_file": predictions_file, "gate_metric": gate_metric, "model_uri": model_uri}
         )
@@ -75,8 +78,11 @@ def evaluate_model(
         except ValueError as exc:
             raise PystockError(f"invalid parameters: {exc}") from exc
         model_id = _model_id(model_uri) if model_uri else None
+        expected_sha256 = _recorded_predictions_sha256(model_id) if model_id else ""
         with timer.phase("read_predictions"):
-            frame = read_predictions(predictions_file)
+            frame = read_predictions(predictions_file, sha256=expected_sha256)
+        if expected_sha256:
+            mlflow.set_tag(config.TAG_PREDICTIONS_SHA256, expected_sha256)
         y_true = frame["y_test"].to_numpy()
         y_pred = frame["y_pred"].to_numpy()
         y_proba = frame["y_proba"].to_numpy(dtype=np.float64)
@@ -161,6 +167,17 @@ def _model_id(model_uri: str) -> str:
             f"model_uri {model_uri!r} is not a logged model (MLflow 3), so no metrics can go to it"
         )
     return model_id
+
+
+def _recorded_predictions_sha256(model_id: str) -> str:
+    """The predictions sha256 the model's train run recorded ("" for a run that recorded none)."""
+    try:
+        run_id = mlflow.get_logged_model(model_id).source_run_id
+        if not run_id:
+            return ""
+        return mlflow.get_run(run_id).data.tags.get(config.TAG_PREDICTIONS_SHA256, "")
+    except MlflowException as exc:
+        raise PystockError(f"logged model {model_id}: {first_line(exc)}") from exc
 
 
 def lift_ci(

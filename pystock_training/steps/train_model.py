@@ -23,10 +23,11 @@ from pystock_training.champion import clean_rows, find_champion, score_champion
 from pystock_training.data import Dataset, Split, load_dataset, split_rows
 from pystock_training.distinct import distinct_rows
 from pystock_training.errors import DataError
-from pystock_training.handoff import write_predictions
+from pystock_training.handoff import predictions_sha256, write_predictions
 from pystock_training.model import fit, log_model, predict_proba
-from pystock_training.params import TrainParams, check_train_params, default_predictions_file
+from pystock_training.params import TrainParams, check_train_params
 from pystock_training.provenance import code_version
+from pystock_training.scratch import out_of_space_reported, predictions_path
 from pystock_training.tracking import StepTimer, log_missing_params, step_run
 
 logger = logging.getLogger(__name__)
@@ -64,13 +65,23 @@ def train_model(
     predictions CSV for the gate. ``data_digest``, when given, is the sha256 the caller (the
     driver's run key) computed: the file must still hash to it as it is read.
 
+    Without ``predictions_file`` the predictions go to a new folder only this user can enter
+    (removed if the step fails). The train run records their sha256 (``pystock.predictions_sha256``),
+    which evaluate_model checks before it reads them.
+
     Raises:
         DataError: The data file breaks the data contract, or no longer hashes to ``data_digest``.
-        PystockError: A parameter is out of range.
+        PystockError: A parameter is out of range, or a file could not be written (a full disk
+            is one line naming the path).
     """
     params = TrainParams(num_boost_round, max_depth, learning_rate, early_stopping_rounds, random_state)
     timer = StepTimer()
-    with step_run("train_model") as run:
+    with (
+        step_run("train_model") as run,
+        predictions_path(predictions_file) as path,
+        # Inside the run, so its error tag (which the driver reports) is the one line too.
+        out_of_space_reported(),
+    ):
         log_missing_params(
             run,
             {"data_file": data_file, "model_name": model_name, "predictions_file": predictions_file or ""}
@@ -130,9 +141,9 @@ def train_model(
                 config.TAG_CHAMPION_ROWS_COMPARED: str(scored.rows_compared),
             }
         )
-        path = Path(predictions_file) if predictions_file else default_predictions_file(run.info.run_id)
         with timer.phase("write_predictions"):
             write_predictions(path, y_test, y_proba, threshold, prior, champion_proba=scored.proba)
+            mlflow.set_tag(config.TAG_PREDICTIONS_SHA256, predictions_sha256(path))
             _log_predictions_artifact(path)
 
         with timer.phase("log_model"):
