@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # Two images from one lock:
 #   docker build --target trainer -t pystock-training .   the training job (the default target)
-#   docker build --target server  -t pystock-mlflow .     `mlflow server` with the PostgreSQL driver
+#   docker build --target server  -t pystock-mlflow .     `mlflow server` (PostgreSQL driver, basic auth)
 FROM python:3.11.7-slim-bookworm AS base
 
 # No .pyc litter, unbuffered logs, no pip cache in the layer; GitPython stays quiet without git
@@ -21,13 +21,15 @@ RUN pip install --no-cache-dir -r requirements.lock
 
 
 FROM base AS server
-COPY requirements-server.txt scripts/mlflow_server.sh ./
+COPY requirements-server.txt scripts/mlflow_server.sh scripts/mlflow_auth_setup.py ./
 RUN pip install --no-cache-dir -r requirements-server.txt \
     && mkdir /mlartifacts && chown pystock:pystock /mlartifacts
 # A named volume mounted here takes this directory's owner, so the server can write artifacts.
 VOLUME ["/mlartifacts"]
 USER 10001:10001
 EXPOSE 5000
+# Basic auth is on: the script refuses to start without MLFLOW_FLASK_SERVER_SECRET_KEY,
+# MLFLOW_AUTH_ADMIN_PASSWORD and the trainer's and reader's passwords, which the image never holds.
 ENTRYPOINT ["/app/mlflow_server.sh"]
 
 

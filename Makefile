@@ -28,10 +28,11 @@ train: venv ## run the whole pipeline on the shipped data (ARGS="-P split=random
 test: venv lint ## lint, then every test (the slow end-to-end ones included)
 	$(BIN)/pytest $(ARGS)
 
-lint: venv ## ruff lint and format check, hadolint on the Dockerfile
+lint: venv ## ruff lint and format check, hadolint on the Dockerfile, compose-lint on docker-compose.yml
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/compose-lint check --no-env docker-compose.yml
 
 format: venv ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

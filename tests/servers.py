@@ -74,13 +74,38 @@ def postgres_cluster() -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-class MlflowServer:
-    """`scripts/mlflow_server.sh` as a subprocess, configured as docker-compose.yml configures it."""
+def pg_dump(uri: str) -> bytes:
+    """The whole database behind a `postgres_cluster` URI, as SQL: every table's rows."""
+    address = uri.split("@", 1)[1].split("/", 1)[0]
+    host, port = address.split(":")
+    return subprocess.run(
+        _as_postgres([pg_bin("pg_dump"), "-h", host, "-p", port, "-U", "postgres", "mlflow"]),
+        check=True,
+        capture_output=True,
+    ).stdout
 
-    def __init__(self, backend_uri: str, artifacts: Path, log: Path, port: int | None = None) -> None:
+
+class MlflowServer:
+    """`scripts/mlflow_server.sh` as a subprocess, configured as docker-compose.yml configures it.
+
+    ``auth`` is the basic-auth environment (secret key, admin, trainer and reader passwords) as
+    the compose file passes it; without it the server runs with PYSTOCK_SERVER_AUTH=none.
+    """
+
+    def __init__(
+        self,
+        backend_uri: str,
+        artifacts: Path,
+        log: Path,
+        port: int | None = None,
+        auth: dict[str, str] | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.backend_uri, self.artifacts, self.log = backend_uri, artifacts, log
+        self.auth = auth
+        # With auth, /health answers before the accounts exist: the script touches this once they do.
+        self.ready_file = log.parent / f"mlflow-ready-{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 90) -> None:
@@ -91,6 +116,13 @@ class MlflowServer:
             "MLFLOW_PORT": str(self.port),
             "MLFLOW_WORKERS": "1",
         }
+        if self.auth is None:
+            env["PYSTOCK_SERVER_AUTH"] = "none"
+        else:
+            env |= self.auth | {
+                "PYSTOCK_SERVER_AUTH": "basic-auth",
+                "MLFLOW_READY_FILE": str(self.ready_file),
+            }
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [str(SERVER_SCRIPT)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -106,6 +138,8 @@ class MlflowServer:
     def _healthy(self) -> bool | None:
         if self.process is not None and self.process.poll() is not None:
             raise RuntimeError(f"mlflow server exited: {self.log.read_text()[-3000:]}")
+        if self.auth is not None and not self.ready_file.exists():
+            return None
         try:
             return True if requests.get(f"{self.uri}/health", timeout=2).ok else None
         except requests.RequestException:
