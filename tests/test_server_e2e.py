@@ -298,7 +298,7 @@ def test_compose_wires_postgres_server_and_trainer() -> None:
         and services["trainer"]["build"]["target"] == "trainer"
     )
     dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
-    assert 'ENTRYPOINT ["/app/scripts/docker_entrypoint.sh"]' in dockerfile
+    assert 'ENTRYPOINT ["/usr/bin/tini", "-g", "--", "/app/scripts/docker_entrypoint.sh"]' in dockerfile
     assert (
         "mlflow run . --env-manager local" in (PROJECT_ROOT / "scripts" / "docker_entrypoint.sh").read_text()
     )
