@@ -34,6 +34,7 @@ from pystock_training.digest import file_digest
 from pystock_training.errors import DataError, PystockError
 from pystock_training.params import FLOAT_BOUNDS, GateParams, check_floats, check_register_params
 from pystock_training.pipeline import PipelineParams, run_pipeline
+from pystock_training.steps.train_model import train_model
 from pystock_training.trigger import MIN_REAP_AGE_HOURS, reap_orphans
 from tests.conftest import PROJECT_ROOT, process_group, signal_frame, subprocess_env
 
@@ -355,3 +356,15 @@ def test_mlflow_run_with_a_fifo_fails_in_one_line_and_leaves_nothing_running(
     runs = MlflowClient().search_runs(["0"])
     assert [run.info.status for run in runs] == ["FAILED"]
     assert MlflowClient().search_model_versions() == []
+
+
+def test_train_model_on_its_own_refuses_a_bad_model_name_before_training(
+    tmp_path: Path, tracking_uri: str
+) -> None:
+    data = tmp_path / "data.csv"
+    data.write_text(rows_text())
+    with pytest.raises(PystockError, match=r"^invalid parameters: model_name 'x@champion' contains '@'"):
+        train_model(data_file=data, model_name="x@champion", num_boost_round=5)
+    (run,) = MlflowClient().search_runs(["0"])
+    assert run.info.status == "FAILED"
+    assert "fit_rows" not in run.data.metrics  # nothing was trained

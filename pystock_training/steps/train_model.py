@@ -25,7 +25,7 @@ from pystock_training.distinct import distinct_rows
 from pystock_training.errors import DataError
 from pystock_training.handoff import predictions_sha256, write_predictions
 from pystock_training.model import fit, log_model, predict_proba
-from pystock_training.params import TrainParams, check_train_params
+from pystock_training.params import TrainParams, check_model_name, check_train_params
 from pystock_training.provenance import code_version
 from pystock_training.scratch import out_of_space_reported, predictions_path
 from pystock_training.tracking import StepTimer, log_missing_params, step_run
@@ -91,6 +91,8 @@ def train_model(
             | {"data_digest": data_digest},
         )
         check_train_params(split, test_size, threshold, params)
+        # Run on its own, the step would otherwise train for nothing: register cannot take the name.
+        check_model_name(model_name)
         with timer.phase("champion"):
             # Looked up first: its file's size is the prefix whose digest the load keeps.
             champion = find_champion(model_name)
