@@ -9,6 +9,7 @@ the rows it provably never saw.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 import re
@@ -32,6 +33,8 @@ CHAMPION_COLUMNS = ("champion_proba", "champion_pred")
 OPTIONAL_COLUMNS = frozenset(CHAMPION_COLUMNS)
 LABEL_COLUMNS = frozenset({"y_test", "y_pred", "champion_pred"})
 PROBABILITY_COLUMNS = frozenset({"y_proba", "baseline_proba", "champion_proba"})
+# Enough of the file's start to hold its header line.
+HEADER_BYTES = 64 * 1024
 _LABEL_PROBLEM = "column {} must hold only 0 and 1"
 _PROBABILITY_PROBLEM = "column {} must hold probabilities in [0, 1]"
 _CHUNK_BYTES = 1 << 20
@@ -155,10 +158,12 @@ def _check_sha256(path: Path, source: pa.NativeFile, expected: str) -> None:
 def _read_checked(path: Path, source: pa.NativeFile) -> pd.DataFrame:
     names: list[str] = []
     try:
-        names = pa_csv.open_csv(source).schema.names
+        # The header by hand, then one reader: a second streaming reader on the same open file
+        # reads ahead in the background and moves the position under the first (rows went
+        # missing from multi-block files).
+        names = _header(source)
         _check_columns(path, names)
         known = LABEL_COLUMNS | PROBABILITY_COLUMNS
-        source.seek(0)
         reader = pa_csv.open_csv(
             source,
             convert_options=pa_csv.ConvertOptions(
@@ -186,6 +191,16 @@ def _read_checked(path: Path, source: pa.NativeFile) -> pd.DataFrame:
     if not chunks[REQUIRED_COLUMNS[0]]:
         raise DataError(path, "no rows")
     return pd.DataFrame({name: np.concatenate(parts) for name, parts in chunks.items()}, copy=False)
+
+
+def _header(source: pa.NativeFile) -> list[str]:
+    """The column names on the first line; the file is left at its start."""
+    head = source.read(HEADER_BYTES)
+    source.seek(0)
+    if not head.strip():
+        raise pa.ArrowInvalid("Empty CSV file")
+    line = head.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8-sig", errors="replace")
+    return next(csv.reader([line]), [])
 
 
 def _check_columns(path: Path, names: list[str]) -> None:

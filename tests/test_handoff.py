@@ -371,3 +371,18 @@ def test_bad_champion_cells_get_one_line(tmp_path: Path, rows: str, problem: str
         read_predictions(path)
 
     assert "\n" not in str(caught.value)
+
+
+def test_a_file_of_many_reader_blocks_is_read_whole_and_in_order(tmp_path) -> None:
+    # 400k rows are about 9 MB: many of the CSV reader's blocks, as at production sizes.
+    rng = np.random.default_rng(11)
+    n_rows = 400_000
+    y_test = rng.integers(0, 2, n_rows)
+    y_proba = rng.random(n_rows)
+    path = tmp_path / "predictions.csv"
+    write_predictions(path, y_test, y_proba, 0.5, 0.5)
+    for _ in range(5):
+        frame = read_predictions(path)
+        assert len(frame) == n_rows
+        np.testing.assert_array_equal(frame["y_test"].to_numpy(), y_test)
+        np.testing.assert_array_equal(frame["y_proba"].to_numpy(), y_proba)
