@@ -65,9 +65,10 @@ def subprocess_env(tracking_uri: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def process_group(command: list[str], cwd: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
-    """A command in its own process group, killed whole on the way out if it is still running.
+    """A command in its own process group, whose every process is killed on the way out.
 
-    A failed assertion must not leave a long training behind on a shared machine.
+    A failed assertion must not leave a long training behind on a shared machine, also when the
+    test stopped the group's leader itself and the rest of the group lives on.
     """
     process = subprocess.Popen(
         command,
@@ -81,9 +82,9 @@ def process_group(command: list[str], cwd: Path, env: dict[str, str]) -> Iterato
     try:
         yield process
     finally:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        if process.returncode is None:
             process.communicate()
 
 
