@@ -161,7 +161,23 @@ def _fail(step: str, reason: str, code: int) -> NoReturn:
         # Under `mlflow run` the run exists before the options are parsed; leave the reason
         # on it so the driver (and the UI) can show it. Other failures tagged it already.
         _tag_error(run_id, reason)
+    if run_id and code in (EXIT_TERMINATED, EXIT_INTERRUPTED):
+        # Stopped before the step opened its run (its parent died during start-up): end the
+        # run `mlflow run` created, which nothing else would.
+        _end_killed(run_id, reason)
     sys.exit(code)
+
+
+def _end_killed(run_id: str, reason: str) -> None:
+    from mlflow import MlflowClient
+
+    try:
+        client = MlflowClient()
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_tag(run_id, config.TAG_ERROR, reason[:5000])
+            client.set_terminated(run_id, "KILLED")
+    except Exception:  # noqa: BLE001 - the error line above is what matters
+        logger.warning("could not end run %s", run_id)
 
 
 def _tag_error(run_id: str, reason: str) -> None:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import mlflow
 from mlflow.entities import Run
 
-from pystock_training import config
+from pystock_training import PARENT_AT_START, config
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +56,11 @@ def raise_on_sigterm() -> None:
     (Ctrl-C) into ``KeyboardInterrupt``, each saying which signal stopped the process.
 
     Python's default for SIGTERM is to die on the spot, which leaves the run RUNNING forever.
-    Only the first signal counts: Ctrl-C reaches every process of the terminal's group, and
+    Only the first signal raises: Ctrl-C reaches every process of the terminal's group, and
     MLflow's project runner then sends each child a SIGTERM as it stops it; raising again would
     cut short the cleanup the first one started and record SIGTERM for what was a Ctrl-C. The
-    runner waits for the child to end, so nothing is lost by letting the cleanup finish.
+    runner waits for the child to end, so nothing is lost by letting the cleanup finish. The
+    signal after that one has the default action: it kills.
     Called from the scripts' ``__main__`` path only, never on import.
     """
     stopped_by: list[str] = []
@@ -67,7 +68,10 @@ def raise_on_sigterm() -> None:
     def handler(signum: int, _frame: object) -> None:
         name = signal.Signals(signum).name
         if stopped_by:
+            # One more is let through to the cleanup; the one after that kills, so a cleanup
+            # that hangs (or an exception swallowed on the way) can still be stopped.
             logger.warning("%s while stopping on %s: finishing the cleanup first", name, stopped_by[0])
+            signal.signal(signum, signal.SIG_DFL)
             return
         stopped_by.append(name)
         if signum == signal.SIGINT:
@@ -75,7 +79,9 @@ def raise_on_sigterm() -> None:
         raise Terminated(f"terminated by {name}")
 
     signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    # A process started with SIGINT ignored (a background job) keeps ignoring it.
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, handler)
 
 
 # prctl(2) option: the signal the kernel sends this process when its parent exits.
@@ -91,14 +97,13 @@ def die_with_parent() -> None:
     parent got, in turn, and ends its run as ``raise_on_sigterm`` says. Call it after
     ``raise_on_sigterm``, so the signal is handled, not fatal.
     """
-    parent = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     except (OSError, AttributeError):
         return
-    if os.getppid() != parent:
-        # The parent died before the request took effect: no signal will come.
+    if os.getppid() != PARENT_AT_START:
+        # The parent died during the imports, before the request took effect: no signal will come.
         os.kill(os.getpid(), signal.SIGTERM)
 
 
