@@ -20,13 +20,13 @@ private_lock_dir() {
     printf '%s' "$PYSTOCK_LOCK_DIR"
     return 0
   fi
+  # Always under $HOME, never $XDG_RUNTIME_DIR: cron has no session, so a login shell and a
+  # cron tick would otherwise lock in different folders and overlap.
   local dir
-  if [ -n "${XDG_RUNTIME_DIR:-}" ]; then
-    dir=$XDG_RUNTIME_DIR/pystock-training
-  elif [ -n "${HOME:-}" ]; then
+  if [ -n "${HOME:-}" ]; then
     dir=$HOME/.cache/pystock-training
   else
-    log "ERROR: neither XDG_RUNTIME_DIR nor HOME is set; set PYSTOCK_LOCK_DIR to a folder of this user's" >&2
+    log "ERROR: HOME is not set; set PYSTOCK_LOCK_DIR to a folder of this user's" >&2
     return 1
   fi
   if [ -L "$dir" ] || { [ -e "$dir" ] && { [ ! -d "$dir" ] || [ ! -O "$dir" ]; }; }; then

@@ -9,7 +9,7 @@
 #   the project's own sqlite:///<project>/mlflow.db, absolute).
 # - Runs under `flock -n`, one lock per output file: a tick while the last one still writes the
 #   same file exits 0 with "already running". The lock is this user's own
-#   ($XDG_RUNTIME_DIR/pystock-training, else ~/.cache/pystock-training); a lock that cannot be
+#   (~/.cache/pystock-training); a lock that cannot be
 #   opened is an ERROR line and exit 1.
 # - Checks the tracking store first: a server that does not answer within 15 s, or a SQLite
 #   store that cannot be used, is one ERROR line and exit 1.

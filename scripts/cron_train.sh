@@ -7,7 +7,7 @@
 # - Works from any working directory; honours MLFLOW_TRACKING_URI (unset: the project's own
 #   sqlite:///<project>/mlflow.db, absolute, so cron's $HOME working directory does not matter).
 # - Runs under `flock -n`: a tick while another is running exits 0 with "already running". The
-#   lock is this user's own ($XDG_RUNTIME_DIR/pystock-training, else ~/.cache/pystock-training);
+#   lock is this user's own (~/.cache/pystock-training);
 #   a lock that cannot be opened is an ERROR line and exit 1.
 # - Checks the tracking store first: a server that does not answer within 15 s, or a SQLite
 #   store that cannot be used, is one ERROR line and exit 1; a new SQLite store is created
