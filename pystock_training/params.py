@@ -131,8 +131,10 @@ def check_floats(values: dict[str, float]) -> None:
 
 # What the registry takes as a name (no "/" or ":", not "." or starting ".."), and what survives
 # a models:/ URI: "@" starts an alias, "?" a query, "#" a fragment, and whitespace at either end
-# is stripped by URL parsing. The registry stores at most 256 characters.
-MODEL_NAME_MAX_LENGTH = 256
+# is stripped by URL parsing. The registry stores at most 256 characters, and the promotion lock
+# registers "<name>.promotion-lock" and its tombstone "<that>.broken.<32 hex>" (lock.py).
+REGISTRY_NAME_MAX_LENGTH = 256
+MODEL_NAME_MAX_LENGTH = REGISTRY_NAME_MAX_LENGTH - len(".promotion-lock.broken.") - 32
 _MODEL_NAME_FORBIDDEN = "/:@?#"
 
 
@@ -182,6 +184,12 @@ def check_gate_params(params: GateParams) -> None:
             raise ValueError(problem)
 
 
+# Far above any useful value (the defaults are 300 rounds of depth 3; early stopping ends a long
+# cap), below what breaks XGBoost.
+MAX_BOOST_ROUNDS = 1_000_000_000
+MAX_DEPTH = 30
+
+
 def check_train_params(split: str, test_size: float, threshold: float, params: TrainParams) -> None:
     """Reject parameter values that would train something meaningless.
 
@@ -193,12 +201,16 @@ def check_train_params(split: str, test_size: float, threshold: float, params: T
         problems.append(f"split must be one of {', '.join(config.SPLITS)}, got {split!r}")
     floats = {"test_size": test_size, "threshold": threshold, "learning_rate": params.learning_rate}
     problems.extend(problem for name, value in floats.items() if (problem := float_problem(name, value)))
-    if params.num_boost_round < 1:
-        problems.append(f"num_boost_round must be at least 1, got {params.num_boost_round}")
-    if params.max_depth < 1:
-        problems.append(f"max_depth must be at least 1, got {params.max_depth}")
-    if params.early_stopping_rounds < 0:
-        problems.append(f"early_stopping_rounds must be 0 (off) or more, got {params.early_stopping_rounds}")
+    # Upper limits too: integral floats make 1e10 easy to type, and XGBoost fails on a depth
+    # that large with a traceback, after the data is loaded.
+    if not 1 <= params.num_boost_round <= MAX_BOOST_ROUNDS:
+        problems.append(f"num_boost_round must be in [1, {MAX_BOOST_ROUNDS}], got {params.num_boost_round}")
+    if not 1 <= params.max_depth <= MAX_DEPTH:
+        problems.append(f"max_depth must be in [1, {MAX_DEPTH}], got {params.max_depth}")
+    if not 0 <= params.early_stopping_rounds <= MAX_BOOST_ROUNDS:
+        problems.append(
+            f"early_stopping_rounds must be 0 (off) to {MAX_BOOST_ROUNDS}, got {params.early_stopping_rounds}"
+        )
     if not 0 <= params.random_state < 2**32:
         problems.append(f"random_state must be in [0, 2**32), got {params.random_state}")
     if problems:

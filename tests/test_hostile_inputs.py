@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import click
@@ -247,7 +248,7 @@ GATE = GateParams(config.GATE_METRIC, config.MIN_SCORE, config.MAX_REGRESSION)
         ("  ", r"model_name must not be empty"),
         (" padded", r"leading or trailing spaces"),
         ("..up", r"cannot be '\.' or start with '\.\.'"),
-        ("x" * 257, r"at most 256"),
+        ("x" * 202, r"at most 201"),
     ],
 )
 def test_model_names_the_registry_or_a_models_uri_rejects_are_refused(name: str, message: str) -> None:
@@ -256,7 +257,7 @@ def test_model_names_the_registry_or_a_models_uri_rejects_are_refused(name: str,
     assert "\n" not in str(raised.value)
 
 
-@pytest.mark.parametrize("name", [config.MODEL_NAME, "Team Model v2", "model.v1", "m_1-2", "x" * 256])
+@pytest.mark.parametrize("name", [config.MODEL_NAME, "Team Model v2", "model.v1", "m_1-2", "x" * 201])
 def test_accepted_model_names_round_trip_through_the_registry_and_models_uris(name: str) -> None:
     check_register_params(name, GATE)
     _validate_model_name(name)
@@ -368,3 +369,27 @@ def test_train_model_on_its_own_refuses_a_bad_model_name_before_training(
     (run,) = MlflowClient().search_runs(["0"])
     assert run.info.status == "FAILED"
     assert "fit_rows" not in run.data.metrics  # nothing was trained
+
+
+def test_the_longest_model_name_leaves_room_for_the_promotion_locks_names() -> None:
+    # PostgreSQL enforces registered_models.name VARCHAR(256); SQLite would not show an overflow.
+    from pystock_training.lock import lock_name
+    from pystock_training.params import MODEL_NAME_MAX_LENGTH, REGISTRY_NAME_MAX_LENGTH
+
+    tombstone = f"{lock_name('x' * MODEL_NAME_MAX_LENGTH)}.broken.{uuid.uuid4().hex}"
+    assert len(tombstone) == REGISTRY_NAME_MAX_LENGTH
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("max_depth", 10**10, r"max_depth must be in \[1, 30\], got 10000000000"),
+        ("num_boost_round", 10**10, r"num_boost_round must be in \[1, 1000000000\], got 10000000000"),
+        ("early_stopping_rounds", 10**10, r"early_stopping_rounds must be 0 \(off\) to 1000000000"),
+    ],
+)
+def test_integer_parameters_have_an_upper_limit(field: str, value: int, message: str) -> None:
+    from pystock_training.params import TrainParams, check_train_params
+
+    with pytest.raises(PystockError, match=message):
+        check_train_params("time", 0.33, 0.5, TrainParams(**{field: value}))
