@@ -401,8 +401,8 @@ def _validate(path: Path, table: pa.Table, layout: _Layout, digest: FileDigest) 
     _check_row_count(path, table.num_rows)
     label = table[LABEL_COLUMN]
     if label.null_count == table.num_rows and layout.skip_lines is not None:
-        # Not "missing label at line 1": a label empty on every line is a CSV whose lines end
-        # with a comma, which adds an empty last column.
+        # A label empty on every line is not a missing label but a CSV whose lines end with a
+        # comma, which adds an empty last column.
         raise DataError(
             path,
             "the last column is empty on every line (does each line end with a trailing comma?); "
