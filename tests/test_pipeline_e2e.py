@@ -217,7 +217,7 @@ def write_bad(kind: str, tmp_path: Path) -> tuple[Path, str]:
 @pytest.mark.parametrize(
     ("parameter", "problem"),
     [
-        ("max_depth=2.5", "'2.5' is not a valid integer"),
+        ("max_depth=2.5", "2.5 is not a whole number"),
         ("test_size=1.5", "test_size must be between 0 and 1, got 1.5"),
         ("split=foo", "split must be one of time, random, got 'foo'"),
         ("model_name=", "model_name must not be empty"),
