@@ -116,4 +116,5 @@ def _save_model(path: str, mlflow_model: Model, booster: xgb.Booster, **kwargs: 
     mlflow_model.save(str(Path(path) / "MLmodel"))
 
 
+# What ``Model.log`` needs of a flavour module: a name and a ``save_model``.
 _FLAVOR = SimpleNamespace(__name__=SERVING_MODULE, save_model=_save_model)
