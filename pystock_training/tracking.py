@@ -160,6 +160,9 @@ class StepTimer:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        # With the run's start time (set by whoever launched the step, just before its process
+        # started) this gives the step's start-up cost: the interpreter and its imports.
+        self._created = time.time()
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -171,5 +174,9 @@ class StepTimer:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - started
 
     def log(self) -> None:
-        """Log every phase's total on the active run."""
-        mlflow.log_metrics({f"timing_{name}_s": round(value, 3) for name, value in self.seconds.items()})
+        """Log every phase's total on the active run, and the start-up before the first."""
+        metrics = {f"timing_{name}_s": round(value, 3) for name, value in self.seconds.items()}
+        run = mlflow.active_run()
+        if run is not None and run.info.start_time:
+            metrics["timing_startup_s"] = round(max(0.0, self._created - run.info.start_time / 1000), 3)
+        mlflow.log_metrics(metrics)

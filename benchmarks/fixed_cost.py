@@ -1,0 +1,305 @@
+"""The pipeline's fixed cost against the two references issue 13 sets, with a per-process breakdown.
+
+    .venv/bin/python benchmarks/fixed_cost.py [--repeats 5] [--rows 10000000] [--repeats-large 2]
+
+Two comparisons, each alternating its two commands in one invocation so that both see the same
+machine load, each against a fresh SQLite store:
+
+- **shipped data**: ``mlflow run . --env-manager local -P force=true`` against the job this project
+  replaces (``benchmarks/original_job``: four processes, autolog, registration inline), both on
+  ``data/training/data.csv``. Target: pipeline / original <= 0.8.
+- **large file** (``--rows``, default 10M generated rows): the pipeline at ``num_boost_round=10``
+  and ``max_depth=6`` against ``../shared/perf/naive_reference.py`` (the plain one-process script)
+  with the same rounds and depth. Target: pipeline / reference <= 1.0.
+
+For every pipeline run the breakdown comes from its tracking store: when each run was created
+(by the process that launched it, just before starting it) and ended, and the ``timing_*``
+metrics each step logs (``timing_startup_s`` is from its launch to the start of its work: the
+interpreter and the imports). The median run's breakdown is printed and saved with the medians
+in ``benchmarks/results/fixed_cost.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Final
+
+import click
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.scale import dataset_for, measure
+from tests.conftest import PROJECT_ROOT, subprocess_env
+
+logger = logging.getLogger("fixed_cost")
+
+ORIGINAL_JOB: Final = PROJECT_ROOT / "benchmarks" / "original_job"
+PLAIN_REFERENCE: Final = PROJECT_ROOT.parent / "shared" / "perf" / "naive_reference.py"
+SHIPPED_DATA: Final = PROJECT_ROOT / "data" / "training" / "data.csv"
+DEFAULT_OUTPUT: Final = PROJECT_ROOT / "benchmarks" / "results" / "fixed_cost.json"
+# The large comparison's settings, those of the plain reference's measurement in issue 13.
+LARGE_ROUNDS: Final = 10
+LARGE_DEPTH: Final = 6
+STEPS: Final = ("train_model", "evaluate_model", "register_model")
+
+
+@dataclass
+class Breakdown:
+    """Where one pipeline run's wall time went, in seconds, in the order it was spent."""
+
+    wall_s: float
+    segments: dict[str, float] = field(default_factory=dict)
+
+
+def mlflow_run(project: Path, *params: str) -> list[str]:
+    """The ``mlflow run`` command line for ``project`` with ``-P`` parameters."""
+    command = [sys.executable, "-m", "mlflow", "run", str(project), "--env-manager", "local"]
+    for param in params:
+        command += ["-P", param]
+    return command
+
+
+def breakdown(tracking_uri: str, launched: float, wall_s: float) -> Breakdown:
+    """The pipeline run's timeline, read from its store: processes, steps and their phases.
+
+    ``launched`` is the wall-clock time the ``mlflow run`` command started.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs(["0"], max_results=100)
+    by_entry = {run.data.tags.get("mlflow.project.entryPoint"): run for run in runs}
+    parent = by_entry["main"]
+    seconds = Breakdown(wall_s)
+    segments = seconds.segments
+
+    def at(millis: int) -> float:
+        return millis / 1000 - launched
+
+    segments["cli: start-up, store, parent run"] = at(parent.info.start_time)
+    previous_end = at(parent.info.start_time)
+    label = "driver: start-up, checks, run key"
+    for entry in STEPS:
+        run = by_entry[entry]
+        start, end = at(run.info.start_time), at(run.info.end_time)
+        segments[label] = start - previous_end
+        timings = {
+            name.removeprefix("timing_").removesuffix("_s"): value
+            for name, value in run.data.metrics.items()
+            if name.startswith("timing_")
+        }
+        startup = timings.pop("startup", 0.0)
+        segments[f"{entry}: start-up (interpreter, imports)"] = startup
+        for phase, value in timings.items():
+            segments[f"{entry}: {phase}"] = value
+        rest = end - start - startup - sum(timings.values())
+        segments[f"{entry}: the rest (store, logging, run end)"] = rest
+        previous_end = end
+        label = f"driver: between {entry} and the next"
+    segments["driver: summary, parent run end"] = at(parent.info.end_time) - previous_end
+    segments["cli: exit"] = wall_s - at(parent.info.end_time)
+    return seconds
+
+
+def timed_pipeline(work_dir: Path, *params: str) -> Breakdown:
+    """One ``mlflow run`` of the pipeline against a fresh store, with its breakdown."""
+    scratch = Path(tempfile.mkdtemp(prefix="pipeline-", dir=work_dir))
+    try:
+        tracking_uri = f"sqlite:///{scratch / 'mlflow.db'}"
+        launched = time.time()
+        measurement = measure(
+            mlflow_run(PROJECT_ROOT, "force=true", *params), cwd=scratch, env=subprocess_env(tracking_uri)
+        )
+        return breakdown(tracking_uri, launched, measurement.wall_s)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def timed_original(work_dir: Path) -> float:
+    """Wall seconds of one run of the original job on the shipped data, against a fresh store."""
+    scratch = Path(tempfile.mkdtemp(prefix="original-", dir=work_dir))
+    try:
+        tracking_uri = f"sqlite:///{scratch / 'mlflow.db'}"
+        command = mlflow_run(ORIGINAL_JOB, f"data_file={SHIPPED_DATA}")
+        return measure(command, cwd=scratch, env=subprocess_env(tracking_uri)).wall_s
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def timed_plain(work_dir: Path, data_file: Path) -> float:
+    """Wall seconds of one run of the plain reference script on ``data_file``."""
+    scratch = Path(tempfile.mkdtemp(prefix="plain-", dir=work_dir))
+    try:
+        command = [
+            sys.executable,
+            str(PLAIN_REFERENCE),
+            str(data_file),
+            str(scratch / "predictions.csv"),
+            str(LARGE_ROUNDS),
+            str(LARGE_DEPTH),
+        ]
+        return measure(command, cwd=scratch).wall_s
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def median_breakdown(runs: list[Breakdown]) -> Breakdown:
+    """The run with the median wall time (a real run, not a mix of segments from several)."""
+    ordered = sorted(runs, key=lambda run: run.wall_s)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def breakdown_table(run: Breakdown) -> str:
+    """The breakdown as a Markdown table."""
+    lines = ["| where | seconds |", "|---|---:|"]
+    lines += [f"| {name} | {value:.2f} |" for name, value in run.segments.items()]
+    lines.append(f"| **wall** | **{run.wall_s:.2f}** |")
+    return "\n".join(lines)
+
+
+def git_commit() -> str:
+    """The checked-out commit (with ``+`` when the tree has changes), or empty outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return commit + ("+" if dirty else "")
+
+
+@click.command()
+@click.option("--repeats", type=click.IntRange(1), default=5, show_default=True, help="Shipped-data pairs.")
+@click.option(
+    "--rows", type=click.IntRange(0), default=10_000_000, show_default=True, help="Large file (0 skips it)."
+)
+@click.option(
+    "--repeats-large", type=click.IntRange(1), default=2, show_default=True, help="Large-file pairs."
+)
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(tempfile.gettempdir()) / "pystock-training-bench",
+    show_default=True,
+    help="Generated data (cached) and each run's scratch folder.",
+)
+@click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_OUTPUT, show_default=True
+)
+def main(repeats: int, rows: int, repeats_large: int, work_dir: Path, output: Path) -> None:
+    """Measure the pipeline's fixed cost against the original job and the plain reference."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if rows and not PLAIN_REFERENCE.is_file():
+        raise click.ClickException(f"{PLAIN_REFERENCE}: not found (the plain reference); --rows 0 skips it")
+
+    pipelines, originals = [], []
+    for repeat in range(repeats):
+        # Alternating, so both see the same load on average.
+        originals.append(timed_original(work_dir))
+        pipelines.append(timed_pipeline(work_dir))
+        logger.info(
+            "shipped data %d/%d: original %.2fs, pipeline %.2fs",
+            repeat + 1,
+            repeats,
+            originals[-1],
+            pipelines[-1].wall_s,
+        )
+    shipped = {
+        "original_s": statistics.median(originals),
+        "pipeline_s": statistics.median(run.wall_s for run in pipelines),
+        "original_runs_s": originals,
+        "pipeline_runs_s": [run.wall_s for run in pipelines],
+    }
+    shipped["ratio"] = shipped["pipeline_s"] / shipped["original_s"]
+    median_run = median_breakdown(pipelines)
+    logger.info(
+        "shipped data, medians of %d: pipeline %.2fs, original job %.2fs, ratio %.2f (target <= 0.8)\n%s",
+        repeats,
+        shipped["pipeline_s"],
+        shipped["original_s"],
+        shipped["ratio"],
+        breakdown_table(median_run),
+    )
+
+    large: dict[str, object] | None = None
+    large_run: Breakdown | None = None
+    if rows:
+        data_file = dataset_for(work_dir, rows, seed=0)
+        large_pipelines, plains = [], []
+        for repeat in range(repeats_large):
+            plains.append(timed_plain(work_dir, data_file))
+            large_pipelines.append(
+                timed_pipeline(
+                    work_dir,
+                    f"data_file={data_file}",
+                    f"num_boost_round={LARGE_ROUNDS}",
+                    f"max_depth={LARGE_DEPTH}",
+                )
+            )
+            logger.info(
+                "%d rows %d/%d: plain reference %.2fs, pipeline %.2fs",
+                rows,
+                repeat + 1,
+                repeats_large,
+                plains[-1],
+                large_pipelines[-1].wall_s,
+            )
+        large = {
+            "rows": rows,
+            "plain_s": statistics.median(plains),
+            "pipeline_s": statistics.median(run.wall_s for run in large_pipelines),
+            "plain_runs_s": plains,
+            "pipeline_runs_s": [run.wall_s for run in large_pipelines],
+        }
+        large["ratio"] = large["pipeline_s"] / large["plain_s"]
+        large_run = median_breakdown(large_pipelines)
+        logger.info(
+            "%d rows, medians of %d: pipeline %.2fs, plain reference %.2fs, ratio %.2f (target <= 1.0)\n%s",
+            rows,
+            repeats_large,
+            large["pipeline_s"],
+            large["plain_s"],
+            large["ratio"],
+            breakdown_table(large_run),
+        )
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(
+        json.dumps(
+            {
+                "commit": git_commit(),
+                "machine": {"python": platform.python_version(), "processor": platform.processor()},
+                "shipped_data": shipped | {"breakdown": asdict(median_run)},
+                "large": None if large is None else large | {"breakdown": asdict(large_run)},
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    logger.info("wrote %s", output)
+
+
+if __name__ == "__main__":
+    main()
