@@ -342,7 +342,7 @@ def _open_parquet(path: Path, n_features: int, batch_rows: int) -> _ParquetTable
         raise DataError(path, f"not a readable Parquet file ({first_line(exc)})") from exc
     schema = parquet.schema_arrow
     # pandas stores a non-default index as extra columns and names them in its metadata; like
-    # the CSV index column, they are not features (as in data.py).
+    # the CSV index column, they are not features (as in data/parquet.py).
     pandas_meta = schema.pandas_metadata or {}
     index_columns = {name for name in pandas_meta.get("index_columns", []) if isinstance(name, str)}
     columns = [name for name in schema.names if name not in index_columns]

@@ -108,6 +108,7 @@ IRRELEVANT = {
 RELEVANT = {
     "package module": append("pystock_training/model.py"),
     "package subpackage module": append("pystock_training/steps/train_model.py"),
+    "data subpackage module": append("pystock_training/data/sniff.py"),
     "renamed module": rename_module,
     "main.py": append("main.py"),
     "train_model.py": append("train_model.py"),
