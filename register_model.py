@@ -2,17 +2,12 @@
 
 import click
 
-from pystock_training import config
-from pystock_training.cli import StepCommand, configure_logging, gate_options, run_cli
+from pystock_training.cli import StepCommand, configure_logging, parameter_options, run_cli
 from pystock_training.steps.register_model import register_model
 
 
 @click.command("register_model", cls=StepCommand)
-@click.option("--train-run-id", required=True, help="The train_model run whose model to register.")
-@click.option("--model-name", default=config.MODEL_NAME, show_default=True)
-@click.option("--model-uri", default="", help="Empty: the model the train run logged.")
-@click.option("--evaluate-run-id", required=True, help="The evaluate_model run whose metrics the gate reads.")
-@gate_options
+@parameter_options("register_model")
 def main(**params: object) -> None:
     """Register the model as `challenger`; move `champion` to it only if it passes the gate."""
     configure_logging()

@@ -2,35 +2,12 @@
 
 import click
 
-from pystock_training import config
-from pystock_training.cli import StepCommand, configure_logging, run_cli
-from pystock_training.steps.score import DEFAULT_MODEL_URI, score
+from pystock_training.cli import StepCommand, configure_logging, parameter_options, run_cli
+from pystock_training.steps.score import score
 
 
 @click.command("score", cls=StepCommand)
-@click.option(
-    "--input-file",
-    required=True,
-    help="Table to score: CSV or Parquet with the model's features, optionally then the 0/1 label.",
-)
-@click.option(
-    "--output-file",
-    required=True,
-    help="Where to write the scored CSV (y_proba, y_pred, y_true if labelled).",
-)
-@click.option(
-    "--model-uri",
-    default=DEFAULT_MODEL_URI,
-    show_default=True,
-    help="Model to score with; an @alias is pinned to its version number first.",
-)
-@click.option(
-    "--threshold",
-    type=float,
-    default=config.THRESHOLD,
-    show_default=True,
-    help="Probability at or above which y_pred is 1.",
-)
+@parameter_options("score")
 def main(**params: object) -> None:
     """Score every row of the input file into the output CSV and log the run."""
     configure_logging()

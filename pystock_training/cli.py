@@ -12,6 +12,7 @@ import click
 
 from pystock_training import config
 from pystock_training.errors import PystockError
+from pystock_training.params import REQUIRED, EntryPoint, parameters
 from pystock_training.tracking import Terminated, die_with_parent, raise_on_sigterm
 
 logger = logging.getLogger("pystock_training")
@@ -53,61 +54,35 @@ class WholeNumber(click.ParamType):
 
 WHOLE_NUMBER = WholeNumber()
 
-# Options shared by main and train_model, with the defaults from config (one place). Types are
-# plain: range checks live in the package (steps.check_train_params), so a bad value fails the
-# run with the same one-line error whether it came from the CLI or a direct call.
-TRAINING_OPTIONS = (
-    click.option(
-        "--data-file", default=config.DATA_FILE, show_default=True, help="Training table (CSV or Parquet)."
-    ),
-    click.option("--split", default=config.SPLIT, show_default=True, help="time or random."),
-    click.option("--test-size", type=float, default=config.TEST_SIZE, show_default=True),
-    click.option("--random-state", type=WHOLE_NUMBER, default=config.RANDOM_STATE, show_default=True),
-    click.option("--threshold", type=float, default=config.THRESHOLD, show_default=True),
-    click.option("--num-boost-round", type=WHOLE_NUMBER, default=config.NUM_BOOST_ROUND, show_default=True),
-    click.option("--max-depth", type=WHOLE_NUMBER, default=config.MAX_DEPTH, show_default=True),
-    click.option("--learning-rate", type=float, default=config.LEARNING_RATE, show_default=True),
-    click.option(
-        "--early-stopping-rounds",
-        type=WHOLE_NUMBER,
-        default=config.EARLY_STOPPING_ROUNDS,
-        show_default=True,
-        help="0 turns early stopping off.",
-    ),
-)
+# The click type of each declared type. Range checks live in the package (params.check_params),
+# so a bad value fails the run with the same one-line error whether it came from the CLI or a
+# direct call.
+CLICK_TYPES: dict[type, click.ParamType] = {
+    str: click.STRING,
+    int: WHOLE_NUMBER,
+    float: click.FLOAT,
+    bool: click.BOOL,
+}
 
 
-GATE_OPTIONS = (
-    click.option(
-        "--gate-metric",
-        default=config.GATE_METRIC,
-        show_default=True,
-        help="Metric the promotion gate compares (any logged metric).",
-    ),
-    click.option("--min-score", type=float, default=config.MIN_SCORE, show_default=True),
-    click.option("--max-regression", type=float, default=config.MAX_REGRESSION, show_default=True),
-    click.option(
-        "--allow-schema-change",
-        type=bool,
-        default=config.ALLOW_SCHEMA_CHANGE,
-        show_default=True,
-        help="Promote a model whose features differ from the champion's (downstream expects it).",
-    ),
-)
+def parameter_options(entry_point: EntryPoint) -> Callable[[F], F]:
+    """Add one click option per parameter ``entry_point`` declares (params.PARAMETERS)."""
 
+    def add(command: F) -> F:
+        for param in reversed(parameters(entry_point)):
+            default = param.default_for(entry_point)
+            required = default is REQUIRED
+            command = click.option(
+                param.flag,
+                type=CLICK_TYPES[param.type],
+                required=required,
+                default=None if required else default,
+                show_default=not required and default != "",
+                help=param.help,
+            )(command)
+        return command
 
-def gate_options(command: F) -> F:
-    """Add the promotion gate's options to a click command."""
-    for option in reversed(GATE_OPTIONS):
-        command = option(command)
-    return command
-
-
-def training_options(command: F) -> F:
-    """Add the shared training options to a click command."""
-    for option in reversed(TRAINING_OPTIONS):
-        command = option(command)
-    return command
+    return add
 
 
 class StepCommand(click.Command):

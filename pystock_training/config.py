@@ -1,7 +1,8 @@
 """Every default and shared name, in one place.
 
-MLproject repeats the parameter defaults because MLflow reads them from there;
-tests/test_project_files.py checks that MLproject and every step CLI agree with this module.
+The parameter defaults are named here for the code that uses them; each parameter is declared,
+with this default, once in pystock_training/params.py (PARAMETERS), and
+tests/test_project_files.py checks MLproject and every step CLI against that declaration.
 """
 
 from typing import Final

@@ -23,15 +23,7 @@ from mlflow.utils.mlflow_tags import (
 from pystock_training import config
 from pystock_training.digest import check_regular_file, file_digest
 from pystock_training.errors import PystockError
-from pystock_training.params import (
-    RUN_KEY_PARAMETERS,
-    TRAIN_PARAMETERS,
-    GateParams,
-    TrainParams,
-    check_floats,
-    check_register_params,
-    check_train_params,
-)
+from pystock_training.params import PipelineParams, check_params
 from pystock_training.provenance import PROJECT_ROOT, code_fingerprint
 from pystock_training.report import run_description
 from pystock_training.scratch import scratch_dir
@@ -43,46 +35,6 @@ logger = logging.getLogger(__name__)
 
 class StepFailedError(PystockError):
     """A child step ended FAILED; the message carries the step's own reason."""
-
-
-@dataclass(frozen=True)
-class PipelineParams:
-    """Parameters of ``main``, by their pipeline-wide names."""
-
-    data_file: str = config.DATA_FILE
-    model_name: str = config.MODEL_NAME
-    split: str = config.SPLIT
-    test_size: float = config.TEST_SIZE
-    random_state: int = config.RANDOM_STATE
-    threshold: float = config.THRESHOLD
-    num_boost_round: int = config.NUM_BOOST_ROUND
-    max_depth: int = config.MAX_DEPTH
-    learning_rate: float = config.LEARNING_RATE
-    early_stopping_rounds: int = config.EARLY_STOPPING_ROUNDS
-    gate_metric: str = config.GATE_METRIC
-    min_score: float = config.MIN_SCORE
-    max_regression: float = config.MAX_REGRESSION
-    allow_schema_change: bool = config.ALLOW_SCHEMA_CHANGE
-    fail_on_reject: bool = config.FAIL_ON_REJECT
-    force: bool = config.FORCE
-    reap_after_hours: float = config.REAP_AFTER_HOURS
-
-    def train_params(self) -> dict[str, object]:
-        """The parameters train_model takes, by name."""
-        return {name: getattr(self, name) for name in TRAIN_PARAMETERS}
-
-    def run_key_params(self) -> dict[str, object]:
-        """The parameters the run key hashes, by name."""
-        return {name: getattr(self, name) for name in RUN_KEY_PARAMETERS}
-
-    def gate_params(self) -> dict[str, object]:
-        """The promotion gate's parameters, by name."""
-        return {
-            "gate_metric": self.gate_metric,
-            "min_score": self.min_score,
-            "max_regression": self.max_regression,
-            "allow_schema_change": self.allow_schema_change,
-        }
 
 
 @dataclass(frozen=True)
@@ -144,17 +96,13 @@ def run_pipeline(
     with step_run(config.PIPELINE_RUN_NAME) as run, ExitStack() as cleanup:
         # Under `mlflow run` the parent was created with a random name.
         mlflow.set_tag("mlflow.runName", config.PIPELINE_RUN_NAME)
-        log_missing_params(run, vars(params))
+        log_missing_params(run, asdict(params))
         env_manager = env_manager or detect_env_manager(run)
 
         # Everything that can be checked up front is, so a typo fails in seconds, not after
         # training. MLproject takes data_file as a string, not a `path`: a missing `path` makes
         # the `mlflow run` CLI fail after creating the run, leaving it RUNNING forever.
-        check_train_params(
-            params.split, params.test_size, params.threshold, TrainParams.from_dict(asdict(params))
-        )
-        check_register_params(params.model_name, GateParams(**params.gate_params()))
-        check_floats({"reap_after_hours": params.reap_after_hours})
+        check_params(asdict(params))
         # The run key hashes the file before any step reads it: a FIFO would block that forever
         # and /dev/zero never end, so only a regular file gets that far.
         data_file = check_regular_file(params.data_file)
@@ -180,7 +128,7 @@ def run_pipeline(
 
         train = _run_step(
             "train_model",
-            params.train_params()
+            params.for_step("train_model")
             | {
                 "data_file": str(data_file.resolve()),
                 "predictions_file": str(predictions_file),
@@ -190,22 +138,21 @@ def run_pipeline(
         )
         evaluate = _run_step(
             "evaluate_model",
-            {
+            params.for_step("evaluate_model")
+            | {
                 "predictions_file": str(predictions_file),
-                "gate_metric": params.gate_metric,
                 "model_uri": train.data.tags[config.TAG_MODEL_URI],
             },
             **common,
         )
         register = _run_step(
             "register_model",
-            {
-                "model_name": params.model_name,
+            params.for_step("register_model")
+            | {
                 "train_run_id": train.info.run_id,
                 "model_uri": train.data.tags[config.TAG_MODEL_URI],
                 "evaluate_run_id": evaluate.info.run_id,
-            }
-            | params.gate_params(),
+            },
             **common,
         )
         decision = register.data.tags[config.TAG_DECISION]

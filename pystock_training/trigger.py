@@ -26,7 +26,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PROJECT_ENTRY_POINT
 from pystock_training import config
 from pystock_training.digest import check_regular_file, file_digest
 from pystock_training.errors import DataError
-from pystock_training.params import RUN_KEY_PARAMETERS
+from pystock_training.params import RUN_KEY_PARAMETERS, PipelineParams
 from pystock_training.provenance import code_fingerprint
 
 logger = logging.getLogger("pystock_training.trigger")  # not __main__ under python -m
@@ -150,7 +150,6 @@ def _experiment_id() -> str | None:
 def main(data_file: str) -> None:
     """Exit 0 when this data was trained already (nothing to do), 10 when it is new, 1 on error."""
     from pystock_training.cli import configure_logging
-    from pystock_training.pipeline import PipelineParams
 
     configure_logging()
     try:

@@ -33,14 +33,24 @@ from pystock_training import config
 from pystock_training.data import load_dataset
 from pystock_training.digest import file_digest
 from pystock_training.errors import DataError, PystockError
-from pystock_training.params import FLOAT_BOUNDS, GateParams, check_floats, check_register_params
-from pystock_training.pipeline import PipelineParams, run_pipeline
+from pystock_training.params import (
+    ENTRY_POINTS,
+    PARAMETERS,
+    Bounds,
+    GateParams,
+    PipelineParams,
+    check_params,
+    check_register_params,
+    parameters,
+)
+from pystock_training.pipeline import run_pipeline
 from pystock_training.steps.train_model import train_model
 from pystock_training.trigger import MIN_REAP_AGE_HOURS, reap_orphans
 from tests.conftest import PROJECT_ROOT, process_group, signal_frame, subprocess_env
 
 # Parameters MLproject declares as floats (it has no integer type) that the CLIs parse as integers.
-INTEGER_PARAMETERS = {"random_state", "num_boost_round", "max_depth", "early_stopping_rounds"}
+INTEGER_PARAMETERS = {param.name for param in PARAMETERS if param.type is int}
+FLOAT_PARAMETERS = sorted(param.name for param in PARAMETERS if param.type is float)
 # Generous: a step's imports take seconds; a FIFO used to block for ever.
 HANG_TIMEOUT = 120
 DROP_DAC = [
@@ -152,14 +162,15 @@ def test_every_float_parameter_of_every_entry_point_has_its_range_in_one_place()
         for name, spec in entry["parameters"].items()
         if isinstance(spec, dict) and spec.get("type") == "float"
     }
-    assert floats - INTEGER_PARAMETERS == set(FLOAT_BOUNDS)
+    assert floats - INTEGER_PARAMETERS == set(FLOAT_PARAMETERS)
+    assert all(isinstance(param.limits, Bounds) for param in PARAMETERS if param.type is float)
 
 
-@pytest.mark.parametrize("name", sorted(FLOAT_BOUNDS))
+@pytest.mark.parametrize("name", FLOAT_PARAMETERS)
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 def test_nan_and_inf_are_refused_for_every_float_parameter(name: str, value: float) -> None:
     with pytest.raises(PystockError, match=rf"^invalid parameters: {name} must be .*, got {value}$"):
-        check_floats({name: value})
+        check_params({name: value})
 
 
 def test_main_refuses_reap_after_hours_nan_before_anything_else(tmp_path: Path, tracking_uri: str) -> None:
@@ -204,8 +215,10 @@ def test_an_infinite_age_reaps_nothing(tracking_uri: str) -> None:
 # --- integer parameters take integral floats -------------------------------------------------
 
 
-@pytest.mark.parametrize("entry_point", ["main", "train_model"])
-@pytest.mark.parametrize("name", sorted(INTEGER_PARAMETERS))
+@pytest.mark.parametrize(
+    ("entry_point", "name"),
+    [(entry, param.name) for entry in ENTRY_POINTS for param in parameters(entry) if param.type is int],
+)
 @pytest.mark.parametrize(("text", "expected"), [("1e9", 10**9), ("300.0", 300), ("7", 7), (" 12 ", 12)])
 def test_integer_parameters_take_integral_floats(
     entry_point: str, name: str, text: str, expected: int
@@ -389,7 +402,5 @@ def test_the_longest_model_name_leaves_room_for_the_promotion_locks_names() -> N
     ],
 )
 def test_integer_parameters_have_an_upper_limit(field: str, value: int, message: str) -> None:
-    from pystock_training.params import TrainParams, check_train_params
-
     with pytest.raises(PystockError, match=message):
-        check_train_params("time", 0.33, 0.5, TrainParams(**{field: value}))
+        check_params({field: value})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import re
 import subprocess
@@ -13,10 +14,12 @@ import pytest
 import yaml
 
 from pystock_training import config
+from pystock_training.params import ENTRY_POINTS, PARAMETERS, REQUIRED, parameters
 from pystock_training.provenance import SCORE_ONLY
 from tests.conftest import PROJECT_ROOT
 
-ENTRY_POINTS = ("main", "train_model", "evaluate_model", "register_model")
+# MLflow's parameter types have no int or bool: integers are floats, booleans strings.
+MLFLOW_TYPES = {str: "string", float: "float", int: "float", bool: "string"}
 
 
 def mlproject() -> dict:
@@ -48,6 +51,45 @@ def test_every_parameter_has_one_name_and_one_default(entry_point: str) -> None:
         assert option.type.convert(str(default), option, None) == option.default, name
         if hasattr(config, name.upper()):
             assert option.default == getattr(config, name.upper()), f"{name} drifted from config"
+
+
+def parse_default(text: object, kind: type) -> object:
+    """A default as MLflow hands it to the command line, read as the declared type."""
+    if kind is bool:
+        return {"true": True, "false": False}[str(text).lower()]
+    if kind is int:
+        number = float(text)
+        assert number.is_integer(), text
+        return int(number)
+    return kind(text)
+
+
+def test_the_entry_points_are_the_declared_ones() -> None:
+    assert set(mlproject()["entry_points"]) == set(ENTRY_POINTS)
+    assert {entry for param in PARAMETERS for entry in param.entry_points} == set(ENTRY_POINTS)
+    assert len({param.name for param in PARAMETERS}) == len(PARAMETERS), "a parameter declared twice"
+
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+def test_mlproject_agrees_with_the_declaration(entry_point: str) -> None:
+    entry = mlproject()["entry_points"][entry_point]
+    declared = {param.name: param for param in parameters(entry_point)}
+    assert set(entry["parameters"]) == set(declared), "MLproject and params.PARAMETERS differ"
+    for name, spec in entry["parameters"].items():
+        param = declared[name]
+        kind = spec if isinstance(spec, str) else spec["type"]
+        assert kind == MLFLOW_TYPES[param.type], f"{entry_point}.{name}: {kind} for a {param.type.__name__}"
+        default = param.default_for(entry_point)
+        if default is REQUIRED:
+            assert spec_default(spec) is None, f"{entry_point}.{name} is required but has a default"
+        else:
+            assert spec_default(spec) is not None, f"{entry_point}.{name} has no default in MLproject"
+            assert parse_default(spec["default"], param.type) == default, f"{entry_point}.{name}"
+    # The script of the same name, with every parameter as the kebab-case flag of its name, once.
+    command = entry["command"].split()
+    assert command[:2] == ["python", f"{entry_point}.py"]
+    passed = dict(zip(command[2::2], command[3::2], strict=True))
+    assert passed == {f"--{name.replace('_', '-')}": f"{{{name}}}" for name in declared}
 
 
 def test_main_takes_every_training_parameter() -> None:
@@ -133,3 +175,66 @@ def test_each_process_imports_only_what_its_step_needs(script: str, unneeded: se
         [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def package_imports() -> dict[str, set[str]]:
+    """Each module of the package and the package modules it imports, at the top or inside functions."""
+    package = PROJECT_ROOT / "pystock_training"
+    modules = {}
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(PROJECT_ROOT).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = name.rsplit(".", node.level - (path.name == "__init__.py"))[0]
+                    module = f"{base}.{node.module}" if node.module else base
+                else:
+                    module = node.module or ""
+                targets.add(module)
+                # `from package import module` imports that module.
+                targets.update(f"{module}.{alias.name}" for alias in node.names)
+        graph[name] = {target for target in targets if target in modules and target != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as the modules along it, or None."""
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(module: str) -> list[str] | None:
+        if module in path:
+            return [*path[path.index(module) :], module]
+        if module in done:
+            return None
+        path.append(module)
+        for target in sorted(graph[module]):
+            if cycle := visit(target):
+                return cycle
+        path.pop()
+        done.add(module)
+        return None
+
+    return next((cycle for module in sorted(graph) if (cycle := visit(module))), None)
+
+
+def test_the_import_checker_finds_a_lazy_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert find_cycle(graph) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_package_module_imports_another_in_a_cycle() -> None:
+    # Also the imports inside functions: a lazy import hides a cycle until its function runs,
+    # and a module half-initialised at that moment fails with an ImportError far from the cause.
+    graph = package_imports()
+    # The graph sees both kinds: trigger imports cli only inside its main().
+    assert "pystock_training.params" in graph["pystock_training.pipeline"]
+    assert "pystock_training.cli" in graph["pystock_training.trigger"]
+    assert find_cycle(graph) is None

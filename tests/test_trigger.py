@@ -11,8 +11,7 @@ import pytest
 from mlflow.utils.mlflow_tags import MLFLOW_PROJECT_ENTRY_POINT
 
 from pystock_training import config
-from pystock_training.params import NOT_IN_RUN_KEY, RUN_KEY_PARAMETERS, TRAIN_PARAMETERS
-from pystock_training.pipeline import PipelineParams
+from pystock_training.params import PARAMETER, RUN_KEY_PARAMETERS, PipelineParams, parameters
 from pystock_training.provenance import code_fingerprint, source_digest
 from pystock_training.trigger import compute_run_key, reap_orphans, run_key
 from tests.conftest import PROJECT_ROOT
@@ -84,20 +83,34 @@ def test_a_copy_without_git_is_fingerprinted_by_its_sources(tmp_path: Path) -> N
     assert code_fingerprint(project) != fingerprint
 
 
+# The training parameters the run key leaves out, and the other parameters it takes, with why.
+# Any other parameter main passes to train_model is in the key: a new one cannot be forgotten.
+NOT_IN_RUN_KEY = {
+    "data_file": "the key hashes the file's bytes instead, so a renamed copy is the same data",
+    "threshold": "turns the same probabilities into labels; the model does not change",
+}
+ALSO_IN_RUN_KEY = {"allow_schema_change": "a rejection for a changed input contract is final"}
+
+
+def another_value(value: object) -> object:
+    """A value of the same type that differs from ``value``."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value / 2 if value else 1
+    return f"{value}-other"
+
+
 def test_the_run_key_takes_every_training_parameter_but_the_named_exclusions() -> None:
-    # A training parameter added to TRAIN_PARAMETERS is in the key unless NOT_IN_RUN_KEY says
-    # why not: the key cannot silently miss a parameter that changes the model.
-    assert set(NOT_IN_RUN_KEY) <= set(TRAIN_PARAMETERS)
-    assert set(RUN_KEY_PARAMETERS) == set(TRAIN_PARAMETERS) - set(NOT_IN_RUN_KEY) | {"allow_schema_change"}
-    assert all(why for why in NOT_IN_RUN_KEY.values())
-    changed = {"model_name": "other", "split": "random", "test_size": 0.2, "random_state": 7}
-    changed |= {"num_boost_round": 9, "max_depth": 5, "learning_rate": 0.5, "early_stopping_rounds": 0}
-    changed |= {"threshold": 0.4}
-    assert set(changed) == set(TRAIN_PARAMETERS), "a new training parameter needs a value here"
+    main = {param.name for param in parameters("main")}
+    training = {param.name for param in parameters("train_model")} & main
+    assert set(NOT_IN_RUN_KEY) <= training
+    assert set(RUN_KEY_PARAMETERS) == training - set(NOT_IN_RUN_KEY) | set(ALSO_IN_RUN_KEY)
     base = run_key("d" * 64, "abc", PARAMS)
-    for name, value in changed.items():
-        moved = run_key("d" * 64, "abc", PARAMS | {name: value}) != base
-        assert moved == (name not in NOT_IN_RUN_KEY), name
+    for name in sorted(main):
+        changed = PARAMS | {name: another_value(PARAMETER[name].default)}
+        moved = run_key("d" * 64, "abc", changed) != base
+        assert moved == (name in RUN_KEY_PARAMETERS), name
 
 
 def test_the_reaper_ends_orphaned_score_runs_and_leaves_others(tracking_uri) -> None:

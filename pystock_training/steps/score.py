@@ -35,13 +35,12 @@ from pystock_training.distinct import DistinctRows, distinct_rows
 from pystock_training.errors import DataError, PystockError, first_line
 from pystock_training.handoff import atomic_write
 from pystock_training.metrics import Predictions, grouped_metrics
-from pystock_training.params import check_floats
+from pystock_training.params import DEFAULT_MODEL_URI, check_params
 from pystock_training.tracking import StepTimer, log_missing_params, step_run
 
 logger = logging.getLogger(__name__)
 
 RUN_NAME: Final = "score"
-DEFAULT_MODEL_URI: Final = f"models:/{config.MODEL_NAME}@{config.ALIAS_CHAMPION}"
 # Score-run tags beside config's (pystock.model_uri, pystock.model_version, pystock.data_*).
 TAG_MODEL_NAME: Final = "pystock.model_name"
 TAG_OUTPUT_FILE: Final = "pystock.output_file"
@@ -107,7 +106,7 @@ def score(
             {"input_file": input_file, "output_file": output_file, "model_uri": model_uri}
             | {"threshold": threshold},
         )
-        check_floats({"threshold": threshold})
+        check_params({"threshold": threshold})
         input_path, output_path = check_paths(input_file, output_file)
         with timer.phase("load_model"):
             model = resolve_model(model_uri)

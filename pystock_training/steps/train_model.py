@@ -12,6 +12,7 @@ import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -25,7 +26,7 @@ from pystock_training.distinct import distinct_rows
 from pystock_training.errors import DataError
 from pystock_training.handoff import predictions_sha256, write_predictions
 from pystock_training.model import fit, log_model, predict_proba
-from pystock_training.params import TrainParams, check_model_name, check_train_params
+from pystock_training.params import TrainParams, check_params
 from pystock_training.provenance import code_version
 from pystock_training.scratch import out_of_space_reported, predictions_path
 from pystock_training.tracking import StepTimer, log_missing_params, step_run
@@ -43,22 +44,11 @@ class TrainResult:
     data_digest: str
 
 
-def train_model(
-    *,
-    data_file: str | Path = config.DATA_FILE,
-    model_name: str = config.MODEL_NAME,
-    predictions_file: str | Path | None = None,
-    split: str = config.SPLIT,
-    test_size: float = config.TEST_SIZE,
-    random_state: int = config.RANDOM_STATE,
-    threshold: float = config.THRESHOLD,
-    num_boost_round: int = config.NUM_BOOST_ROUND,
-    max_depth: int = config.MAX_DEPTH,
-    learning_rate: float = config.LEARNING_RATE,
-    early_stopping_rounds: int = config.EARLY_STOPPING_ROUNDS,
-    data_digest: str = "",
-) -> TrainResult:
+def train_model(**values: Any) -> TrainResult:
     """Load and split the data, fit the classifier, log the model and write the test predictions.
+
+    ``values`` are train_model's parameters by name (``params.parameters("train_model")``); the
+    ones left out take their declared defaults.
 
     The current ``model_name@champion``, if its inputs fit, is scored on the test rows it
     provably never trained on (``champion.clean_rows``), and its probabilities travel in the
@@ -74,39 +64,33 @@ def train_model(
         PystockError: A parameter is out of range, or a file could not be written (a full disk
             is one line naming the path).
     """
-    params = TrainParams(num_boost_round, max_depth, learning_rate, early_stopping_rounds, random_state)
+    params = TrainParams(**values)
     timer = StepTimer()
     with (
         step_run("train_model") as run,
-        predictions_path(predictions_file) as path,
+        predictions_path(params.predictions_file or None) as path,
         # Inside the run, so its error tag (which the driver reports) is the one line too.
         out_of_space_reported(),
     ):
-        log_missing_params(
-            run,
-            {"data_file": data_file, "model_name": model_name, "predictions_file": predictions_file or ""}
-            | {"split": split}
-            | {"test_size": test_size, "threshold": threshold}
-            | asdict(params)
-            | {"data_digest": data_digest},
-        )
-        check_train_params(split, test_size, threshold, params)
-        # Run on its own, the step would otherwise train for nothing: register cannot take the name.
-        check_model_name(model_name)
+        log_missing_params(run, asdict(params))
+        # model_name too: run on its own, the step would otherwise train for nothing, as register
+        # cannot take the name.
+        check_params(asdict(params))
         with timer.phase("champion"):
             # Looked up first: its file's size is the prefix whose digest the load keeps.
-            champion = find_champion(model_name)
+            champion = find_champion(params.model_name)
         trained_on = champion.trained_on if champion else None
         with timer.phase("load"):
             dataset = load_dataset(
-                data_file, prefix_sizes=(trained_on.data_size,) if trained_on and trained_on.data_size else ()
+                params.data_file,
+                prefix_sizes=(trained_on.data_size,) if trained_on and trained_on.data_size else (),
             )
         digest = dataset.digest.sha256
-        if data_digest and digest != data_digest:
+        if params.data_digest and digest != params.data_digest:
             raise DataError(
                 dataset.path,
                 f"changed while the pipeline ran: it now hashes to {digest[:12]}, the run key was "
-                f"computed from {data_digest[:12]}; re-run when the file is no longer being written",
+                f"computed from {params.data_digest[:12]}; re-run when the file is no longer being written",
             )
         mlflow.set_tags(
             {
@@ -119,7 +103,11 @@ def train_model(
         )
         _log_dataset_input(dataset, digest)
         parts = split_rows(
-            dataset.labels, split=split, test_size=test_size, random_state=random_state, source=dataset.path
+            dataset.labels,
+            split=params.split,
+            test_size=params.test_size,
+            random_state=params.random_state,
+            source=dataset.path,
         )
         features, labels = dataset.features, dataset.labels
         with timer.phase("fit"):
@@ -144,7 +132,7 @@ def train_model(
             }
         )
         with timer.phase("write_predictions"):
-            write_predictions(path, y_test, y_proba, threshold, prior, champion_proba=scored.proba)
+            write_predictions(path, y_test, y_proba, params.threshold, prior, champion_proba=scored.proba)
             mlflow.set_tag(config.TAG_PREDICTIONS_SHA256, predictions_sha256(path))
             _log_predictions_artifact(path)
 
