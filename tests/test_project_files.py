@@ -7,6 +7,7 @@ import importlib
 import re
 import subprocess
 import sys
+from dataclasses import asdict, fields
 from importlib import metadata
 
 import click
@@ -14,7 +15,15 @@ import pytest
 import yaml
 
 from pystock_training import config
-from pystock_training.params import ENTRY_POINTS, PARAMETERS, REQUIRED, parameters
+from pystock_training.params import (
+    ENTRY_POINTS,
+    PARAMETERS,
+    REQUIRED,
+    GateParams,
+    PipelineParams,
+    TrainParams,
+    parameters,
+)
 from pystock_training.provenance import SCORE_ONLY
 from tests.conftest import PROJECT_ROOT
 
@@ -90,6 +99,13 @@ def test_mlproject_agrees_with_the_declaration(entry_point: str) -> None:
     assert command[:2] == ["python", f"{entry_point}.py"]
     passed = dict(zip(command[2::2], command[3::2], strict=True))
     assert passed == {f"--{name.replace('_', '-')}": f"{{{name}}}" for name in declared}
+
+
+def test_the_parameter_classes_take_their_fields_from_the_declaration() -> None:
+    for cls, entry_point in ((PipelineParams, "main"), (TrainParams, "train_model")):
+        declared = {param.name: param.default_for(entry_point) for param in parameters(entry_point)}
+        assert {field.name: field.default for field in fields(cls)} == declared, cls.__name__
+    assert set(asdict(GateParams("roc_auc", 0.5, 0.01))) < {param.name for param in parameters("main")}
 
 
 def test_main_takes_every_training_parameter() -> None:
