@@ -14,9 +14,10 @@ machine load, each against a fresh SQLite store:
 
 For every pipeline run the breakdown comes from its tracking store: when each run was created
 (by the process that launched it, just before starting it) and ended, and the ``timing_*``
-metrics each step logs (``timing_startup_s`` is from its launch to the start of its work: the
-interpreter and the imports). The median run's breakdown is printed and saved with the medians
-in ``benchmarks/results/fixed_cost.json``.
+metrics each step logs (``startup`` is from its launch to the start of its work: the interpreter
+and the imports; ``wait`` is the time it waited for the step before it, which it overlaps).
+The median run's breakdown is printed and saved with the medians in
+``benchmarks/results/fixed_cost.json``.
 """
 
 from __future__ import annotations
@@ -54,11 +55,21 @@ STEPS: Final = ("train_model", "evaluate_model", "register_model")
 
 
 @dataclass
+class Span:
+    """One process (or phase of one) on the run's timeline, in seconds from the command's start."""
+
+    what: str
+    start_s: float
+    end_s: float
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
 class Breakdown:
-    """Where one pipeline run's wall time went, in seconds, in the order it was spent."""
+    """Where one pipeline run's wall time went: the processes, each with its phases."""
 
     wall_s: float
-    segments: dict[str, float] = field(default_factory=dict)
+    spans: list[Span] = field(default_factory=list)
 
 
 def mlflow_run(project: Path, *params: str) -> list[str]:
@@ -72,7 +83,8 @@ def mlflow_run(project: Path, *params: str) -> list[str]:
 def breakdown(tracking_uri: str, launched: float, wall_s: float) -> Breakdown:
     """The pipeline run's timeline, read from its store: processes, steps and their phases.
 
-    ``launched`` is the wall-clock time the ``mlflow run`` command started.
+    ``launched`` is the wall-clock time the ``mlflow run`` command started. The steps overlap:
+    each starts while the one before it runs and waits for it (its ``wait`` phase).
     """
     from mlflow import MlflowClient
 
@@ -80,35 +92,28 @@ def breakdown(tracking_uri: str, launched: float, wall_s: float) -> Breakdown:
     runs = client.search_runs(["0"], max_results=100)
     by_entry = {run.data.tags.get("mlflow.project.entryPoint"): run for run in runs}
     parent = by_entry["main"]
-    seconds = Breakdown(wall_s)
-    segments = seconds.segments
 
     def at(millis: int) -> float:
         return millis / 1000 - launched
 
-    segments["cli: start-up, store, parent run"] = at(parent.info.start_time)
-    previous_end = at(parent.info.start_time)
-    label = "driver: start-up, checks, run key"
+    result = Breakdown(wall_s)
+    result.spans.append(Span("mlflow run CLI: start-up, store, parent run", 0.0, at(parent.info.start_time)))
+    first_step = min(at(by_entry[entry].info.start_time) for entry in STEPS)
+    result.spans.append(Span("main: start-up, checks, run key", at(parent.info.start_time), first_step))
     for entry in STEPS:
         run = by_entry[entry]
         start, end = at(run.info.start_time), at(run.info.end_time)
-        segments[label] = start - previous_end
-        timings = {
+        parts = {
             name.removeprefix("timing_").removesuffix("_s"): value
             for name, value in run.data.metrics.items()
             if name.startswith("timing_")
         }
-        startup = timings.pop("startup", 0.0)
-        segments[f"{entry}: start-up (interpreter, imports)"] = startup
-        for phase, value in timings.items():
-            segments[f"{entry}: {phase}"] = value
-        rest = end - start - startup - sum(timings.values())
-        segments[f"{entry}: the rest (store, logging, run end)"] = rest
-        previous_end = end
-        label = f"driver: between {entry} and the next"
-    segments["driver: summary, parent run end"] = at(parent.info.end_time) - previous_end
-    segments["cli: exit"] = wall_s - at(parent.info.end_time)
-    return seconds
+        parts["rest (store, records, run end)"] = end - start - sum(parts.values())
+        result.spans.append(Span(entry, start, end, parts))
+    last_step = max(at(by_entry[entry].info.end_time) for entry in STEPS)
+    result.spans.append(Span("main: summary, parent run end", last_step, at(parent.info.end_time)))
+    result.spans.append(Span("exits (main, then the CLI)", at(parent.info.end_time), wall_s))
+    return result
 
 
 def timed_pipeline(work_dir: Path, *params: str) -> Breakdown:
@@ -160,10 +165,13 @@ def median_breakdown(runs: list[Breakdown]) -> Breakdown:
 
 
 def breakdown_table(run: Breakdown) -> str:
-    """The breakdown as a Markdown table."""
-    lines = ["| where | seconds |", "|---|---:|"]
-    lines += [f"| {name} | {value:.2f} |" for name, value in run.segments.items()]
-    lines.append(f"| **wall** | **{run.wall_s:.2f}** |")
+    """The breakdown as a Markdown table: each process's span on the timeline and its phases."""
+    lines = ["| process | from s | to s | seconds | where the time went |", "|---|---:|---:|---:|---|"]
+    for span in run.spans:
+        parts = ", ".join(f"{name} {value:.2f}" for name, value in span.parts.items())
+        seconds = span.end_s - span.start_s
+        lines.append(f"| {span.what} | {span.start_s:.2f} | {span.end_s:.2f} | {seconds:.2f} | {parts} |")
+    lines.append(f"| **wall** | | | **{run.wall_s:.2f}** | |")
     return "\n".join(lines)
 
 

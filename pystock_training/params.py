@@ -372,9 +372,11 @@ PARAMETERS: Final[tuple[Param, ...]] = (
         "train_run_id",
         str,
         REQUIRED,
-        "The train_model run whose model to register.",
-        entry_points=("register_model",),
+        "The train_model run: register_model registers its model; evaluate_model waits for it to "
+        "end and evaluates its model (empty: no train run to wait for).",
+        entry_points=("evaluate_model", "register_model"),
         in_run_key=False,
+        entry_defaults={"evaluate_model": ""},
     ),
     Param(
         "evaluate_run_id",

@@ -12,9 +12,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import mlflow
-from mlflow.entities import Run
+from mlflow import MlflowClient
+from mlflow.entities import Run, RunStatus
+from mlflow.exceptions import MlflowException
 
 from pystock_training import PARENT_AT_START, config
+from pystock_training.errors import PystockError
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +44,45 @@ def step_run(name: str) -> Iterator[Run]:
             except Exception:  # noqa: BLE001 - the original error matters more than the tag
                 logger.warning("could not record the error on run %s", active.info.run_id)
             raise
+
+
+# Seconds between two reads of a run a step waits for: small next to a step's start-up, and a
+# few cheap reads a second for the tracking store.
+WAIT_POLL_SECONDS = 0.1
+
+
+def wait_for_run(run_id: str, what: str, needed_for: str) -> Run:
+    """Wait for the run a step reads from to end, and return it once it ended FINISHED.
+
+    The driver starts each step while the one before it still runs, so that the step's
+    start-up (interpreter, imports, tracking store) overlaps that work; the step waits here
+    before it reads anything the earlier one writes. A run that has already ended returns at
+    once, so a step run on its own is not slowed down.
+
+    Args:
+        run_id: The run to wait for.
+        what: The parameter that named it, for messages (``train_run_id``).
+        needed_for: What this step would do with it, for messages (``to evaluate``).
+
+    Raises:
+        PystockError: There is no such run, or it ended FAILED or KILLED.
+    """
+    client = MlflowClient()
+    logged = False
+    while True:
+        try:
+            run = client.get_run(run_id)
+        except MlflowException as exc:
+            raise PystockError(f"{what} {run_id!r}: no such run in {mlflow.get_tracking_uri()}") from exc
+        status = run.info.status
+        if status == RunStatus.to_string(RunStatus.FINISHED):
+            return run
+        if status in (RunStatus.to_string(RunStatus.FAILED), RunStatus.to_string(RunStatus.KILLED)):
+            raise PystockError(f"{what} {run_id} ended {status}: nothing {needed_for}")
+        if not logged:
+            logger.info("waiting for run %s (%s) to end", run_id, what)
+            logged = True
+        time.sleep(WAIT_POLL_SECONDS)
 
 
 class Terminated(KeyboardInterrupt):

@@ -29,7 +29,7 @@ from pystock_training.params import check_gate_metric
 from pystock_training.plots import evaluation_figures
 from pystock_training.report import evaluation_report
 from pystock_training.scratch import out_of_space_reported
-from pystock_training.tracking import StepTimer, log_missing_params, step_run
+from pystock_training.tracking import StepTimer, log_missing_params, step_run, wait_for_run
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,11 @@ class ChampionResult:
 
 
 def evaluate_model(
-    *, predictions_file: str | Path, gate_metric: str = config.GATE_METRIC, model_uri: str = ""
+    *,
+    predictions_file: str | Path,
+    gate_metric: str = config.GATE_METRIC,
+    model_uri: str = "",
+    train_run_id: str = "",
 ) -> dict[str, float]:
     """Score the test predictions against the naive baseline and, when present, the champion.
 
@@ -59,24 +63,35 @@ def evaluate_model(
     ``model_uri`` (the train run's logged model), the metrics are logged against that model too,
     so its page lists them (a registered version links to it as its source model), and the
     predictions file must hash to the sha256 the train run that logged the model recorded: a file
-    changed since train_model wrote it is refused, not scored.
+    changed since train_model wrote it is refused, not scored. With ``train_run_id``, the step
+    first waits for that run to end FINISHED (the driver starts this step while train_model still
+    runs) and takes ``model_uri`` from it when none is given.
 
     Returns:
         The logged metrics.
 
     Raises:
         DataError: The predictions file is missing, malformed, or not the one the train run wrote.
-        PystockError: Unknown gate metric, or no space left for the plots and report.
+        PystockError: Unknown gate metric, the train run failed, or no space left for the plots
+            and report.
     """
     timer = StepTimer()
     with step_run("evaluate_model") as run, out_of_space_reported():
         log_missing_params(
-            run, {"predictions_file": predictions_file, "gate_metric": gate_metric, "model_uri": model_uri}
+            run,
+            {"predictions_file": predictions_file, "gate_metric": gate_metric, "model_uri": model_uri}
+            | {"train_run_id": train_run_id},
         )
         try:
             check_gate_metric(gate_metric)
         except ValueError as exc:
             raise PystockError(f"invalid parameters: {exc}") from exc
+        if train_run_id:
+            with timer.phase("wait"):
+                train_run = wait_for_run(train_run_id, "train_run_id", "to evaluate")
+            model_uri = model_uri or train_run.data.tags.get(config.TAG_MODEL_URI, "")
+            if model_uri:
+                mlflow.set_tag(config.TAG_MODEL_URI, model_uri)
         model_id = _model_id(model_uri) if model_uri else None
         expected_sha256 = _recorded_predictions_sha256(model_id) if model_id else ""
         with timer.phase("read_predictions"):

@@ -29,7 +29,7 @@ from pystock_training.gate import (
 from pystock_training.lock import RegistryLock, registry_lock
 from pystock_training.params import GateParams, check_register_params
 from pystock_training.report import model_description
-from pystock_training.tracking import StepTimer, log_missing_params, signals_held, step_run
+from pystock_training.tracking import StepTimer, log_missing_params, signals_held, step_run, wait_for_run
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +79,11 @@ def register_model(
         )
         check_register_params(model_name, gate)
         client = MlflowClient()
+        _warm_up_model_loading()
+        with timer.phase("wait"):
+            # The driver starts this step while evaluate_model still runs.
+            metrics = wait_for_run(evaluate_run_id, "evaluate_run_id", "to register").data.metrics
         train_run = _get_run(client, train_run_id, "train_run_id")
-        metrics = _get_run(client, evaluate_run_id, "evaluate_run_id").data.metrics
         missing = [name for name in (gate_metric, f"baseline_{gate_metric}") if name not in metrics]
         if missing:
             raise PystockError(
@@ -312,6 +315,13 @@ def _outcome(
             kept = f"champion is now version {champion_now}"
         line += f": {'; '.join(decision.reasons)}; {kept}"
     return line
+
+
+def _warm_up_model_loading() -> None:
+    """Import what loading the model for the serving check needs, before the wait, so that the
+    imports overlap the evaluation instead of following it."""
+    import mlflow.pyfunc  # noqa: F401
+    import xgboost  # noqa: F401
 
 
 def _get_run(client: MlflowClient, run_id: str, what: str) -> Run:
