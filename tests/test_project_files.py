@@ -9,6 +9,7 @@ import subprocess
 import sys
 from dataclasses import asdict, fields
 from importlib import metadata
+from pathlib import Path
 
 import click
 import pytest
@@ -254,3 +255,54 @@ def test_no_package_module_imports_another_in_a_cycle() -> None:
     assert "pystock_training.params" in graph["pystock_training.pipeline"]
     assert "pystock_training.cli" in graph["pystock_training.trigger"]
     assert find_cycle(graph) is None
+
+
+def markdown_links(text: str) -> list[str]:
+    """The targets of the ``[text](target)`` links outside code blocks and code spans."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
+    text = re.sub(r"`[^`]*`", "", text)
+    return re.findall(r"\]\(([^)\s]+)\)", text)
+
+
+def heading_anchors(text: str) -> set[str]:
+    """The anchors GitHub gives the headings: lower case, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
+    headings = re.findall(r"^#+\s+(.+?)\s*$", text, flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+def broken_links(page: Path) -> list[str]:
+    """The relative links of a Markdown page whose file or heading does not exist."""
+    broken = []
+    for target in markdown_links(page.read_text()):
+        if re.match(r"[a-z]+:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        if not linked.exists():
+            broken.append(f"{page.name}: {target} (no such file)")
+        elif anchor and linked.suffix == ".md" and anchor not in heading_anchors(linked.read_text()):
+            broken.append(f"{page.name}: {target} (no such heading)")
+    return broken
+
+
+def test_the_link_checker_finds_a_missing_file_and_heading(tmp_path: Path) -> None:
+    (tmp_path / "other.md").write_text("# Other page\n\n## The hand-off, in short\n")
+    page = tmp_path / "page.md"
+    page.write_text(
+        "[a](other.md#the-hand-off-in-short) [b](other.md#gone) [c](missing.md) `[d](nowhere.md)`\n"
+        "[e](https://example.com/x.md) [f](#top)\n\n# Top\n"
+    )
+    assert broken_links(page) == [
+        "page.md: other.md#gone (no such heading)",
+        "page.md: missing.md (no such file)",
+    ]
+
+
+@pytest.mark.parametrize(
+    "page",
+    ["README.md", *sorted(p.relative_to(PROJECT_ROOT).as_posix() for p in PROJECT_ROOT.glob("docs/*.md"))],
+)
+def test_every_relative_link_in_the_docs_resolves(page: str) -> None:
+    # Relative links and #anchors break silently when a page or a heading is renamed.
+    assert broken_links(PROJECT_ROOT / page) == []
