@@ -171,8 +171,8 @@ class _CsvTable(FeatureTable):
         self._names = feature_names(n_features) + (["label"] if has_labels else [])
         self._read_names = ["index", *self._names] if has_index else self._names
         # pyarrow's 1 MiB default: its streaming reader holds many blocks at once, so its memory
-        # grows with the block (measured at 10M rows: 16 MiB blocks peaked 470 MB above 1 MiB
-        # ones, for no speed). Smaller only when a whole batch is smaller (tests).
+        # grows with the block (at 10M rows 16 MiB blocks peak 470 MB above 1 MiB ones, for no
+        # speed). Smaller only when a whole batch is smaller (tests).
         self._block_size = min(MAX_BLOCK_BYTES, max(batch_rows * line_bytes, MIN_BLOCK_BYTES))
 
     def _parts(self) -> Iterator[Batch]:

@@ -4,7 +4,7 @@ The pyStock table has 14 up/down flags, so however many rows it holds, at most 2
 of them differ. XGBoost's logistic loss has a gradient linear in the label, so the distinct
 rows, each weighted by how often it occurs and labelled with its mean label, give every tree
 node the same gradient and hessian sums as the full table, up to float rounding (the same
-numbers added in another order), at a cost that no longer grows with the rows. The hist method's
+numbers added in another order), at a cost that does not grow with the rows. The hist method's
 bins are the same too: an int8 column holds at most 256 distinct values, XGBoost's default
 ``max_bin``, and each gets a bin of its own, weighted or not.
 

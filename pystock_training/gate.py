@@ -107,7 +107,7 @@ class BootstrapCI:
     n_rows: int
     confidence: float = CONFIDENCE
     seed: int = BOOTSTRAP_SEED
-    # Records written before the block bootstrap have no block_length: they resampled single rows.
+    # A record without block_length resampled single rows.
     block_length: int = 1
     test_rows: int | None = None
 

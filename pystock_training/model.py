@@ -24,7 +24,7 @@ from pystock_training.tracking import signals_held
 
 logger = logging.getLogger(__name__)
 
-# What MLflow's requirement inference lists for this model (measured on MLflow 3.17), pinned to
+# What MLflow's requirement inference lists for this model (on MLflow 3.17), pinned to
 # the versions installed here, so the serving environment matches the training one.
 # The name pystock_training/serving.py has inside each logged model (its code/ folder), and so
 # the pyfunc flavour's loader_module.

@@ -83,7 +83,7 @@ def test_every_resample_is_made_of_consecutive_rows_on_the_circle() -> None:
 
 
 def test_block_length_one_is_the_iid_bootstrap_draw_for_draw() -> None:
-    # The i.i.d. paired bootstrap as it was before blocks: same seed, same draws, same interval.
+    # Blocks of one row are the i.i.d. paired bootstrap: same seed, same draws, same interval.
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 300)
     a, b = rng.random(300) + 0.3 * y, rng.random(300) + 0.2 * y
@@ -135,7 +135,7 @@ def test_the_record_round_trips_through_json() -> None:
     result = paired_bootstrap_ci(y, a, b, "roc_auc", n_resamples=100)
     assert BootstrapCI(**json.loads(json.dumps(asdict(result)))) == result
     assert (result.block_length, result.n_rows, result.test_rows) == (MIN_BLOCK_LENGTH, 500, 500)
-    # A record written before blocks existed reads as the i.i.d. bootstrap it was.
+    # A record without block_length reads as the i.i.d. bootstrap it describes.
     old = {k: v for k, v in asdict(result).items() if k not in ("block_length", "test_rows")}
     assert BootstrapCI(**old).block_length == 1
 

@@ -247,8 +247,8 @@ def test_four_concurrent_pipelines_on_the_postgresql_server(server, tmp_path) ->
     [
         # Each promotion replaced the one before: one chain.
         ({"1": "none", "2": "1", "3": "2"}, ["3", "2", "1"]),
-        # The old read-then-write race: 2 and 3 were both compared with 1 and both moved the
-        # alias; 3 won, and 2 was champion for a moment that no record shows.
+        # A read-then-write race: 2 and 3 both compared with 1 and both moving the alias; 3
+        # wins, and 2 is champion for a moment that no record shows.
         (
             {"1": "none", "2": "1", "3": "1"},
             re.escape("['2']; replaced by more than one promotion: {'1': ['2', '3']}"),

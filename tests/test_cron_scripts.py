@@ -240,5 +240,5 @@ def test_a_dead_tracking_server_is_one_line_within_the_preflight_bound(tmp_path:
     lines = output.splitlines()
     assert len(lines) == 1, lines
     assert f"tracking server {uri} is unreachable" in lines[0], lines
-    # The bound: at most 30 s (the preflight gives up after 15).
+    # Bounded: at most 30 s (the preflight gives up after 15).
     assert elapsed < 30

@@ -466,7 +466,7 @@ def test_relative_path_is_reported_resolved(tmp_path: Path, monkeypatch: pytest.
         load_dataset("nope.csv")
 
 
-# Edge cases a review found broken (each failed before the loader was fixed).
+# Edge cases at the loader's boundaries: encodings, blank lines and index columns.
 
 
 def test_non_utf8_byte_after_the_first_line_is_a_data_error(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Inputs tried the hard way (issue 12): a FIFO or a device as data, NaN and inf parameters, the
+"""Inputs tried the hard way: a FIFO or a device as data, NaN and inf parameters, the
 reaper's floor, unreadable files, model names the registry or a models:/ URI cannot take,
 integral floats for integer parameters, trailing commas and lines without line breaks.
 
@@ -51,7 +51,7 @@ from tests.conftest import PROJECT_ROOT, process_group, signal_frame, subprocess
 # Parameters MLproject declares as floats (it has no integer type) that the CLIs parse as integers.
 INTEGER_PARAMETERS = {param.name for param in PARAMETERS if param.type is int}
 FLOAT_PARAMETERS = sorted(param.name for param in PARAMETERS if param.type is float)
-# Generous: a step's imports take seconds; a FIFO used to block for ever.
+# Generous: a step's imports take seconds; a FIFO opened blocking would wait for ever.
 HANG_TIMEOUT = 120
 DROP_DAC = [
     "setpriv",

@@ -98,7 +98,7 @@ def test_scratch_folder_is_removed_on_error_and_interrupt(tmp_path: Path, monkey
     assert list(tmp_path.iterdir()) == [kept.parent]
 
 
-# --- bug 4: two accounts, one TMPDIR ---------------------------------------------------------
+# --- two accounts, one TMPDIR ----------------------------------------------------------------
 
 
 @pytest.fixture
@@ -173,7 +173,7 @@ def test_two_accounts_on_one_tmpdir_train_without_interfering(shared_tmp: Path) 
         assert write.returncode != 0 and "Permission denied" in write.stderr
 
 
-# --- bug 4: evaluate reads only the file train_model wrote -----------------------------------
+# --- evaluate reads only the file train_model wrote ------------------------------------------
 
 
 def test_a_tampered_predictions_file_is_refused_in_one_line(
@@ -224,7 +224,7 @@ def test_a_tampered_predictions_file_is_refused_in_one_line(
     assert failed and all("roc_auc" not in run.data.metrics for run in failed)
 
 
-# --- bug 6: no scratch left on any way out ---------------------------------------------------
+# --- no scratch left on any way out ----------------------------------------------------------
 
 
 @pytest.mark.slow

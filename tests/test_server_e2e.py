@@ -180,9 +180,9 @@ def test_the_image_refuses_to_start_without_a_tracking_uri(tmp_path) -> None:
 
 # The training the server dies in: 60k rows, about 14k distinct training rows, on one thread.
 # XGBoost's default of every core makes OpenMP spin against other processes on a loaded machine
-# (95-180 ms a round on two busy cores, measured), which makes a round's time unpredictable.
-# With the server dead a round took 20-25 ms on two cores under a load of 4-9: 1,500 rounds ended
-# 30-34 s after the kill, which came 0.5-1.1 s (some 25-55 rounds) after the first logged round.
+# (95-180 ms a round on two busy cores), which makes a round's time unpredictable. With the
+# server dead a round takes 20-25 ms on two cores under a load of 4-9: 1,500 rounds end 30-34 s
+# after the kill, which comes 0.5-1.1 s (some 25-55 rounds) after the first logged round.
 KILLED_SERVER_ROUNDS = 1_500
 # Logged by autolog on the train_model run after every round.
 TRAINING_ROUND_METRIC = "validation-logloss"
@@ -190,7 +190,7 @@ KILLED_SERVER_ENV = {
     "OMP_NUM_THREADS": "1",
     # With the server gone, autolog's metric logger retries its failed batch after every round
     # and swallows the error, so training runs to its last round, each round paying a failed
-    # request: about 7 s with the image's retry defaults (measured). Without retries it is a
+    # request: about 7 s with the image's retry defaults. Without retries it is a
     # refused connection, so the step gets to the calls that do fail soon after training ends.
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
 }

@@ -83,8 +83,8 @@ def _stream_small_integers(
     labels = np.empty(capacity, dtype=np.int8)
     rows = 0
     try:
-        # pyarrow's default 1 MB blocks: larger ones only raise the peak (measured at 10M rows:
-        # +55 MB per doubling) for no speed.
+        # pyarrow's default 1 MB blocks: larger ones only raise the peak (by 55 MB per doubling at
+        # 10M rows) for no speed.
         # The label as float32: the contract allows 0.0/1.0 labels, and they should not send the
         # whole file down the slow path. Any label that is not a whole int8 still does, so the
         # general path reports it with its line.
