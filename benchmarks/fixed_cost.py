@@ -1,4 +1,4 @@
-"""The pipeline's fixed cost against the two references issue 13 sets, with a per-process breakdown.
+"""The pipeline's fixed cost against two references, the original job and a plain script, per process.
 
     .venv/bin/python benchmarks/fixed_cost.py [--repeats 5] [--rows 10000000] [--repeats-large 2]
 
@@ -48,7 +48,7 @@ ORIGINAL_JOB: Final = PROJECT_ROOT / "benchmarks" / "original_job"
 PLAIN_REFERENCE: Final = PROJECT_ROOT.parent / "shared" / "perf" / "naive_reference.py"
 SHIPPED_DATA: Final = PROJECT_ROOT / "data" / "training" / "data.csv"
 DEFAULT_OUTPUT: Final = PROJECT_ROOT / "benchmarks" / "results" / "fixed_cost.json"
-# The large comparison's settings, those of the plain reference's measurement in issue 13.
+# The large comparison's settings: the rounds and depth the plain reference is timed with.
 LARGE_ROUNDS: Final = 10
 LARGE_DEPTH: Final = 6
 STEPS: Final = ("train_model", "evaluate_model", "register_model")
