@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 ARGS ?=
 
-.PHONY: venv train test lint format ui data bench clean
+.PHONY: venv train test test-fast lint format ui data bench clean
 
 $(BIN)/.installed: requirements.lock requirements-server.txt requirements-dev.txt
 	command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 1; }
@@ -27,6 +27,9 @@ train: venv ## run the whole pipeline on the shipped data (ARGS="-P split=random
 
 test: venv lint ## lint, then every test (the slow end-to-end ones included)
 	$(BIN)/pytest $(ARGS)
+
+test-fast: venv ## unit tests only (pytest -m "not slow"): under a minute, no lint
+	$(BIN)/pytest -m "not slow" $(ARGS)
 
 lint: venv ## ruff lint and format check, hadolint on the Dockerfile, compose-lint on docker-compose.yml
 	$(BIN)/ruff check .

@@ -119,6 +119,7 @@ def test_cached_dataset_is_reused(tmp_path: Path) -> None:
     assert dataset_for(tmp_path, 500, seed=0).stat().st_size == 500 * LINE_BYTES
 
 
+@pytest.mark.slow
 def test_naive_reference_cli_writes_the_predictions_and_scores_them(tmp_path: Path) -> None:
     data_file = write_dataset(tmp_path / "walk.csv", 5_000)
     predictions_file = tmp_path / "predictions.csv"
@@ -173,6 +174,7 @@ def python(code: str, *args: str) -> list[str]:
     return [sys.executable, "-c", code, *args]
 
 
+@pytest.mark.slow
 def test_monitor_sees_a_subprocess_allocation(tmp_path: Path) -> None:
     # A str is filled on creation, so its pages are resident (a zeroed bytearray may not be).
     measurement = measure(python("import time; block = 'x' * (200 * 2**20); time.sleep(1)"), cwd=tmp_path)
@@ -181,6 +183,7 @@ def test_monitor_sees_a_subprocess_allocation(tmp_path: Path) -> None:
     assert measurement.peak_rss_bytes >= 150 * MB
 
 
+@pytest.mark.slow
 def test_monitor_kills_the_whole_tree_past_the_limit(tmp_path: Path) -> None:
     """The parent stays small; its child allocates 300 MB, so only the tree's sum passes 0.1 GB."""
     pid_file = tmp_path / "child.pid"

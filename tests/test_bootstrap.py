@@ -119,6 +119,7 @@ def test_block_interval_is_wider_on_dependent_rows() -> None:
     assert (block.high - block.low) > 1.3 * (iid.high - iid.low)
 
 
+@pytest.mark.slow
 def test_capped_resamples_of_blocks_keep_the_full_sample_width() -> None:
     rng = np.random.default_rng(4)
     y, a, b = two_models(rng, 40_000, dependent=True)

@@ -150,6 +150,7 @@ def promote_first(data_file: Path, tmp_path: Path, **params: object) -> None:
     assert register_model(train_run_id=trained.run_id, evaluate_run_id=evaluate_run.info.run_id).promoted
 
 
+@pytest.mark.slow
 def test_train_scores_the_champion_only_on_rows_it_never_trained_on(tmp_path: Path, tracking_uri) -> None:
     # The champion trained with split=random on the old file; the new file appends 400 days.
     old = write_csv(tmp_path / "old.csv", signal_frame(600, seed=0))
@@ -187,6 +188,7 @@ def test_train_scores_the_champion_only_on_rows_it_never_trained_on(tmp_path: Pa
     assert version.tags[config.TAG_DATA_ROWS] == "1000"
 
 
+@pytest.mark.slow
 def test_a_file_rewritten_after_the_run_key_fails_training_and_registers_nothing(
     tmp_path: Path, tracking_uri
 ) -> None:

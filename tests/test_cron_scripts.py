@@ -70,6 +70,7 @@ def lock_is_free(lock: Path) -> bool:
     return subprocess.run(["flock", "-n", str(lock), "true"], check=False).returncode == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["cron_train.sh", "cron_score.sh"])
 def test_the_lock_is_free_and_the_last_line_is_the_scripts_own_when_it_exits(
     tmp_path: Path, stand_in: Path, script: str
@@ -168,6 +169,7 @@ def test_a_lock_another_account_owns_is_one_error_line_not_already_running(
     assert not any("step line" in line for line in lines)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["cron_train.sh", "cron_score.sh"])
 def test_a_lock_another_account_left_in_the_shared_tmp_does_not_stop_the_job(
     tmp_path: Path, stand_in: Path, script: str
@@ -220,6 +222,7 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["cron_train.sh", "cron_score.sh"])
 def test_a_dead_tracking_server_is_one_line_within_the_preflight_bound(tmp_path: Path, script: str) -> None:
     uri = f"http://127.0.0.1:{closed_port()}"

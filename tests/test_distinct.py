@@ -83,6 +83,7 @@ def test_rows_are_kept_as_they_are_when_merging_does_not_apply(features: pd.Data
     np.testing.assert_array_equal(distinct.expand(values), values)
 
 
+@pytest.mark.slow
 def test_training_on_distinct_rows_gives_the_model_of_all_rows() -> None:
     # 8 flags: 256 possible rows, so 40,000 rows merge about 150-fold.
     x_train, x_valid = flags(40_000, 8, seed=5), flags(10_000, 8, seed=6)
@@ -111,6 +112,7 @@ def test_training_on_distinct_rows_gives_the_model_of_all_rows() -> None:
     np.testing.assert_allclose(predict_proba(merged, probe), predict_proba(every_row, probe), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_train_model_on_repeated_rows_predicts_every_row_as_the_champion_would(
     tmp_path, tracking_uri
 ) -> None:

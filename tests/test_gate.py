@@ -159,6 +159,7 @@ def test_a_clearly_worse_candidate_has_an_interval_below_zero() -> None:
     assert result.low < point < result.high < -0.2
 
 
+@pytest.mark.slow
 def test_the_interval_covers_the_truth_about_95_percent_of_the_time() -> None:
     # Two equally good models (same signal strength, independent noise): true diff is 0.
     rng = np.random.default_rng(2)
@@ -180,6 +181,7 @@ def test_seeded_and_deterministic() -> None:
     assert paired_bootstrap_ci(y, a, b, "roc_auc", seed=7) != paired_bootstrap_ci(y, a, b, "roc_auc", seed=8)
 
 
+@pytest.mark.slow
 def test_capped_resample_size_keeps_the_full_sample_width() -> None:
     rng = np.random.default_rng(5)
     y = rng.integers(0, 2, 40_000)
@@ -192,6 +194,7 @@ def test_capped_resample_size_keeps_the_full_sample_width() -> None:
     assert (capped.high - capped.low) == pytest.approx(full.high - full.low, rel=0.25)
 
 
+@pytest.mark.slow
 def test_log_loss_diff_is_oriented() -> None:
     rng = np.random.default_rng(6)
     y = rng.integers(0, 2, 400)
@@ -201,6 +204,7 @@ def test_log_loss_diff_is_oriented() -> None:
     assert result.low > 0
 
 
+@pytest.mark.slow
 def test_label_metric_on_labels() -> None:
     y = np.array([0, 0, 1, 1] * 50)
     candidate = np.array([0, 1, 1, 1] * 50)  # accuracy 0.75

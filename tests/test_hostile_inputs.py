@@ -97,6 +97,7 @@ def test_the_loader_refuses_a_fifo_or_a_device_by_its_kind(fifo: Path, special: 
         file_digest(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("special", ["fifo", "/dev/zero"])
 def test_main_refuses_a_fifo_or_a_device_in_one_line_before_any_step(
     tmp_path: Path, tracking_uri: str, fifo: Path, special: str
@@ -113,6 +114,7 @@ def test_main_refuses_a_fifo_or_a_device_in_one_line_before_any_step(
     assert run.info.status == "FAILED"
 
 
+@pytest.mark.slow
 def test_the_trigger_gives_a_fifo_the_same_line_as_main(
     tmp_path: Path, tracking_uri: str, fifo: Path
 ) -> None:
@@ -137,6 +139,7 @@ def unreadable(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry", ["main", "trigger"])
 def test_an_unreadable_data_file_gets_the_loaders_line_not_a_traceback(
     tmp_path: Path, tracking_uri: str, unreadable: Path, entry: str
@@ -173,6 +176,7 @@ def test_nan_and_inf_are_refused_for_every_float_parameter(name: str, value: flo
         check_params({name: value})
 
 
+@pytest.mark.slow
 def test_main_refuses_reap_after_hours_nan_before_anything_else(tmp_path: Path, tracking_uri: str) -> None:
     # The data file is missing too: the parameter is what must be named first.
     params = PipelineParams(data_file=str(tmp_path / "missing.csv"), reap_after_hours=math.nan)
@@ -184,6 +188,7 @@ def test_main_refuses_reap_after_hours_nan_before_anything_else(tmp_path: Path, 
     assert run.info.status == "FAILED"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("max_age_hours", [math.nan, 0.0, -5.0, 1e-9])
 def test_the_reaper_never_touches_a_run_younger_than_its_floor(
     tracking_uri: str, max_age_hours: float
@@ -205,6 +210,7 @@ def test_the_reaper_never_touches_a_run_younger_than_its_floor(
     assert client.get_run(old.info.run_id).info.status == "FAILED"
 
 
+@pytest.mark.slow
 def test_an_infinite_age_reaps_nothing(tracking_uri: str) -> None:
     client = MlflowClient()
     ancient = client.create_run("0", start_time=0, tags={MLFLOW_PROJECT_ENTRY_POINT: "main"})
@@ -290,6 +296,7 @@ def test_refused_names_are_the_ones_mlflow_cannot_take(name: str) -> None:
     assert any(_parse_model_uri(uri).name != name for uri in uris)
 
 
+@pytest.mark.slow
 def test_main_refuses_a_bad_model_name_before_anything_else(tmp_path: Path, tracking_uri: str) -> None:
     params = PipelineParams(data_file=str(tmp_path / "missing.csv"), model_name="team/model")
     with pytest.raises(PystockError, match=r"^invalid parameters: model_name 'team/model' contains '/'"):
@@ -324,6 +331,7 @@ def test_one_missing_label_is_still_reported_by_its_line(tmp_path: Path) -> None
         load_dataset(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("before", [0, 100])
 def test_a_line_longer_than_the_readers_block_is_named(tmp_path: Path, before: int) -> None:
     path = tmp_path / "one_line.csv"
@@ -372,6 +380,7 @@ def test_mlflow_run_with_a_fifo_fails_in_one_line_and_leaves_nothing_running(
     assert MlflowClient().search_model_versions() == []
 
 
+@pytest.mark.slow
 def test_train_model_on_its_own_refuses_a_bad_model_name_before_training(
     tmp_path: Path, tracking_uri: str
 ) -> None:

@@ -24,6 +24,7 @@ def newest_run(name: str) -> str:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("follow", "significance"), [(0.9, "significant"), (0.5, "not significant")])
 def test_the_lift_ci_is_in_the_decision_record_and_the_summary(
     follow: float, significance: str, tmp_path: Path, tracking_uri

@@ -13,6 +13,9 @@ from mlflow import MlflowClient
 from pystock_training.lock import TAG_LEASE, TAG_TOKEN, LockError, lock_name, registry_lock
 from tests.conftest import PROJECT_ROOT, subprocess_env
 
+# Every test races real processes or waits out a lease on a tracking store: seconds each.
+pytestmark = pytest.mark.slow
+
 MODEL = "locked-model"
 
 # Each worker adds 1 to a counter tag, WORKER_ROUNDS times, reading it, writing a record of its

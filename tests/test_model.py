@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 import xgboost as xgb
 
 from pystock_training.model import fit, predict_proba
@@ -101,6 +102,7 @@ print("finished after a signal in", sent)
 """
 
 
+@pytest.mark.slow
 def test_sigterm_while_xgboost_reads_the_data_ends_in_terminated_not_a_crash() -> None:
     result = subprocess.run(
         [sys.executable, "-c", SIGTERM_DURING_CALLBACK],

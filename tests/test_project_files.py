@@ -160,6 +160,7 @@ def test_direct_pins_are_in_the_lock_and_the_lock_is_installed() -> None:
             assert metadata.version(name) == version, f"{name} installed differs from the lock"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["main", "train_model", "evaluate_model", "register_model"])
 def test_no_pipeline_step_imports_the_score_only_modules(script: str) -> None:
     # They are left out of the code fingerprint (provenance.SCORE_ONLY): a step that used them
@@ -172,6 +173,7 @@ def test_no_pipeline_step_imports_the_score_only_modules(script: str) -> None:
     assert out.strip() == "[]"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("script", "unneeded"),
     [

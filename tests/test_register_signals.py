@@ -28,6 +28,9 @@ from pystock_training.steps.train_model import train_model
 from tests.conftest import PROJECT_ROOT, signal_frame, subprocess_env
 from tests.test_steps import run_named
 
+# Every test starts a register_model process and signals it: seconds each.
+pytestmark = pytest.mark.slow
+
 EXIT_INTERRUPTED = 3
 
 # argv: train run, evaluate run, the function whose entry sends the signal, the function it must

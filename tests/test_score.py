@@ -142,6 +142,7 @@ def scored_run(result_run_id: str):
     return MlflowClient().get_run(result_run_id)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["headerless", "header", "to_csv", "parquet"])
 @pytest.mark.parametrize("labelled", [True, False], ids=["15-columns", "14-columns"])
 def test_every_format_scores_every_row_in_input_order(kind, labelled, champion, tmp_path) -> None:
@@ -180,6 +181,7 @@ def test_several_batches_were_read(champion, tmp_path) -> None:
     assert max(sizes) < 200
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("threshold", [0.5, 0.3])
 def test_metrics_equal_sklearn_on_the_full_arrays(threshold, champion, tmp_path) -> None:
     frame = signal_frame(n_rows=3000, seed=9, follow=0.7)
@@ -198,6 +200,7 @@ def test_metrics_equal_sklearn_on_the_full_arrays(threshold, champion, tmp_path)
     assert scored_run(result.run_id).data.params["threshold"] == str(threshold)
 
 
+@pytest.mark.slow
 def test_float_features_with_missing_values_are_scored_row_by_row(champion, tmp_path) -> None:
     rng = np.random.default_rng(3)
     features = rng.normal(0.5, 0.4, size=(800, 14)).astype(np.float32)
@@ -215,6 +218,7 @@ def test_float_features_with_missing_values_are_scored_row_by_row(champion, tmp_
         assert result.metrics[name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
 
 
+@pytest.mark.slow
 def test_a_first_row_with_na_is_scored_not_taken_for_a_header(champion, tmp_path) -> None:
     source = tmp_path / "input.csv"
     lines = signal_frame(n_rows=50, seed=4).iloc[:, :14].to_csv(header=False, index=False).splitlines()
@@ -228,6 +232,7 @@ def test_a_first_row_with_na_is_scored_not_taken_for_a_header(champion, tmp_path
     np.testing.assert_array_equal(pd.read_csv(tmp_path / "out.csv")["y_proba"].to_numpy(), proba)
 
 
+@pytest.mark.slow
 def test_the_alias_is_pinned_to_a_version_number_and_recorded(champion, tmp_path, monkeypatch) -> None:
     source = tmp_path / "input.csv"
     frame = signal_frame(n_rows=300, seed=2)
@@ -263,6 +268,7 @@ def test_the_alias_is_pinned_to_a_version_number_and_recorded(champion, tmp_path
     assert run.data.tags[TAG_OUTPUT_FILE] == str(tmp_path / "out.csv")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("uri", "version"),
     [(f"models:/{config.MODEL_NAME}/2", "2"), (f"models:/{config.MODEL_NAME}@champion", "1")],
@@ -274,6 +280,7 @@ def test_other_uris_are_used_as_given(uri, version, champion, tmp_path) -> None:
     assert scored_run(result.run_id).data.tags[config.TAG_MODEL_VERSION] == version
 
 
+@pytest.mark.slow
 def test_a_logged_model_outside_the_registry_is_used_as_given(tracking_uri, tmp_path) -> None:
     booster = fit_booster()
     with mlflow.start_run():
@@ -292,6 +299,7 @@ def test_a_logged_model_outside_the_registry_is_used_as_given(tracking_uri, tmp_
     )
 
 
+@pytest.mark.slow
 def test_features_come_from_the_metadata_when_the_model_lists_them(tracking_uri) -> None:
     booster = fit_booster()
     version = register_booster(booster, new_style=True)
@@ -546,6 +554,7 @@ def test_mlproject_and_the_cli_agree_on_the_score_entry_point() -> None:
     assert parameters["threshold"]["default"] == config.THRESHOLD
 
 
+@pytest.mark.slow
 def test_the_score_process_does_not_import_plotting() -> None:
     code = "import sys, score; print(sorted({m.split('.')[0] for m in sys.modules} & {'matplotlib'}))"
     out = subprocess.run(

@@ -142,6 +142,7 @@ def predictions_of(home: Path) -> Path:
     return Path(run.data.tags[config.TAG_PREDICTIONS_FILE])
 
 
+@pytest.mark.slow
 @needs_setpriv
 def test_two_accounts_on_one_tmpdir_train_without_interfering(shared_tmp: Path) -> None:
     tmpdir = shared_tmp / "tmp"
@@ -176,6 +177,7 @@ def test_two_accounts_on_one_tmpdir_train_without_interfering(shared_tmp: Path) 
 # --- evaluate reads only the file train_model wrote ------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_tampered_predictions_file_is_refused_in_one_line(
     tmp_path: Path, tracking_uri: str, signal_csv
 ) -> None:
@@ -309,6 +311,7 @@ needs_unshare = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow
 @needs_unshare
 def test_an_empty_64k_tmpdir_is_one_line_naming_it(tmp_path: Path, tracking_uri: str, signal_csv) -> None:
     command = [
@@ -332,6 +335,7 @@ def test_an_empty_64k_tmpdir_is_one_line_naming_it(tmp_path: Path, tracking_uri:
     assert run.data.tags[config.TAG_ERROR] == line.partition("train_model failed: ")[2]
 
 
+@pytest.mark.slow
 @needs_unshare
 def test_a_predictions_file_on_a_full_disk_is_one_line_naming_it(tmp_path: Path, tracking_uri: str) -> None:
     data = tmp_path / "data.csv"

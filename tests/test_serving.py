@@ -90,6 +90,7 @@ def champion(tracking_uri: str) -> tuple[xgb.Booster, mlflow.pyfunc.PyFuncModel]
     return booster, mlflow.pyfunc.load_model(uri)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", list(ACCEPTED))
 def test_every_client_shape_gets_one_probability_per_row(champion, shape: str) -> None:
     booster, model = champion
@@ -99,6 +100,7 @@ def test_every_client_shape_gets_one_probability_per_row(champion, shape: str) -
     np.testing.assert_allclose(predicted, expected, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_nan_and_null_mean_missing_as_in_training(champion) -> None:
     booster, model = champion
     expected = booster.inplace_predict(pd.DataFrame(MISSING.astype(np.float32), columns=FEATURES))
@@ -110,6 +112,7 @@ def test_nan_and_null_mean_missing_as_in_training(champion) -> None:
     assert not np.allclose(model.predict(MISSING)[4], model.predict(np.nan_to_num(MISSING))[4])
 
 
+@pytest.mark.slow
 def test_no_rows_give_no_predictions(champion) -> None:
     _, model = champion
     assert model.predict(pd.DataFrame(columns=FEATURES)).shape == (0,)
@@ -158,6 +161,7 @@ REJECTED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", list(REJECTED))
 def test_anything_else_gets_one_line_saying_what_was_expected(champion, shape: str) -> None:
     _, model = champion
@@ -169,6 +173,7 @@ def test_anything_else_gets_one_line_saying_what_was_expected(champion, shape: s
     assert raised.value.get_http_status_code() == 400
 
 
+@pytest.mark.slow
 def test_the_native_flavour_still_gives_the_booster_with_its_feature_names(champion) -> None:
     booster, _ = champion
     native = mlflow.xgboost.load_model(f"models:/{config.MODEL_NAME}@{config.ALIAS_CHAMPION}")
@@ -178,6 +183,7 @@ def test_the_native_flavour_still_gives_the_booster_with_its_feature_names(champ
     np.testing.assert_allclose(native.inplace_predict(frame), booster.inplace_predict(frame))
 
 
+@pytest.mark.slow
 def test_the_model_carries_its_contract_and_serving_code(champion) -> None:
     _, model = champion
     assert model.metadata.metadata[config.FEATURES_KEY] == FEATURES
@@ -188,6 +194,7 @@ def test_the_model_carries_its_contract_and_serving_code(champion) -> None:
     assert Path(sys.modules["pystock_serving"].__file__).parent.name == "code"
 
 
+@pytest.mark.slow
 def test_the_model_loads_where_this_project_is_not_installed(champion, tracking_uri, tmp_path) -> None:
     booster, uri = champion[0], f"models:/{config.MODEL_NAME}@{config.ALIAS_CHAMPION}"
     code = (
@@ -333,6 +340,7 @@ def test_the_serving_module_and_config_name_the_same_metadata_key() -> None:
     assert serving.FEATURES_KEY == config.FEATURES_KEY
 
 
+@pytest.mark.slow
 def test_the_serving_check_passes_a_version_that_takes_every_shape(champion) -> None:
     booster, _ = champion
     predictions = serving_check(config.MODEL_NAME, "1")
@@ -340,6 +348,7 @@ def test_the_serving_check_passes_a_version_that_takes_every_shape(champion) -> 
     np.testing.assert_allclose(predictions, booster.inplace_predict(example), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_serving_check_refuses_a_version_that_takes_only_named_columns(tracking_uri) -> None:
     # What the project logged before: the stock xgboost flavour with a named signature, which
     # a headerless CSV's int columns 0..13 do not match.
@@ -354,6 +363,7 @@ def test_the_serving_check_refuses_a_version_that_takes_only_named_columns(track
         serving_check(config.MODEL_NAME, str(version))
 
 
+@pytest.mark.slow
 def test_loading_a_model_first_leaves_this_package_importable(champion, tracking_uri) -> None:
     # MLflow puts the model's code/ first on sys.path: nothing there may hide this package.
     code = (

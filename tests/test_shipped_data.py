@@ -6,12 +6,14 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from pystock_training import config
 from pystock_training.data import load_dataset
 from tests.conftest import PROJECT_ROOT
 
 
+@pytest.mark.slow
 def test_shipped_file_rebuilds_byte_for_byte_from_arch_sp500(tmp_path) -> None:
     output = tmp_path / "data.csv"
     subprocess.run(

@@ -11,6 +11,9 @@ from mlflow import MlflowClient
 from pystock_training.errors import PystockError
 from pystock_training.tracking import wait_for_run
 
+# Every test creates a fresh SQLite tracking store (seconds) and some wait for a run to end.
+pytestmark = pytest.mark.slow
+
 
 def a_run(client: MlflowClient, status: str | None) -> str:
     """A run left RUNNING (``status`` None) or ended with ``status``."""

@@ -39,6 +39,7 @@ def only_run(client: MlflowClient):
     return runs[0]
 
 
+@pytest.mark.slow
 def test_parquet_trains_evaluates_and_registers(tmp_path, tracking_uri) -> None:
     data_file = tmp_path / "upstream.parquet"
     signal_frame(n_rows=500).rename(columns=str).to_parquet(data_file)
@@ -82,6 +83,7 @@ def test_parquet_trains_evaluates_and_registers(tmp_path, tracking_uri) -> None:
     assert metrics["diff_roc_auc_ci_low"] <= metrics["diff_roc_auc"] <= metrics["diff_roc_auc_ci_high"]
 
 
+@pytest.mark.slow
 def test_bad_parameters_fail_the_run_with_the_reason(tmp_path, tracking_uri, signal_csv) -> None:
     with pytest.raises(PystockError, match="learning_rate must be in"):
         train_model(data_file=signal_csv, predictions_file=tmp_path / "p.csv", learning_rate=0)
@@ -91,6 +93,7 @@ def test_bad_parameters_fail_the_run_with_the_reason(tmp_path, tracking_uri, sig
     assert not (tmp_path / "p.csv").exists()
 
 
+@pytest.mark.slow
 def test_missing_predictions_fail_evaluate(tmp_path, tracking_uri) -> None:
     missing = tmp_path / "none.csv"
     with pytest.raises(DataError, match="no such predictions file"):
@@ -98,6 +101,7 @@ def test_missing_predictions_fail_evaluate(tmp_path, tracking_uri) -> None:
     assert only_run(MlflowClient()).info.status == "FAILED"
 
 
+@pytest.mark.slow
 def test_unknown_train_run_registers_nothing(tracking_uri) -> None:
     with pytest.raises(PystockError, match="no such run"):
         register_model(train_run_id="0123456789abcdef0123456789abcdef", evaluate_run_id="x")
@@ -112,6 +116,7 @@ class NanModel(mlflow.pyfunc.PythonModel):
         return np.full(len(model_input), np.nan)
 
 
+@pytest.mark.slow
 def test_a_version_that_fails_the_serving_check_is_never_champion(tmp_path, tracking_uri, signal_csv) -> None:
     predictions = tmp_path / "p.csv"
     train_model(data_file=signal_csv, predictions_file=predictions, model_name="broken", num_boost_round=20)
@@ -134,6 +139,7 @@ def test_a_version_that_fails_the_serving_check_is_never_champion(tmp_path, trac
     assert MlflowClient().get_run(run_named("register_model")).info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_champion_moved_meanwhile_is_not_overwritten(tmp_path, tracking_uri, signal_csv) -> None:
     predictions = tmp_path / "p.csv"
 
@@ -161,6 +167,7 @@ def test_champion_moved_meanwhile_is_not_overwritten(tmp_path, tracking_uri, sig
     assert config.ALIAS_CHALLENGER in result.version.aliases
 
 
+@pytest.mark.slow
 def test_serving_check_accepts_a_real_model(tracking_uri, signal_csv, tmp_path) -> None:
     trained = train_model(data_file=signal_csv, predictions_file=tmp_path / "p.csv", num_boost_round=20)
     version = mlflow.register_model(trained.model_uri, "checked")
@@ -169,6 +176,7 @@ def test_serving_check_accepts_a_real_model(tracking_uri, signal_csv, tmp_path) 
     assert np.all((proba > 0) & (proba < 1))
 
 
+@pytest.mark.slow
 def test_a_changed_input_contract_is_rejected_unless_allowed_and_then_recorded(
     tmp_path, tracking_uri
 ) -> None:
@@ -220,6 +228,7 @@ def test_a_changed_input_contract_is_rejected_unless_allowed_and_then_recorded(
     assert moved.version.tags[config.TAG_VERDICT] == "retry"
 
 
+@pytest.mark.slow
 def test_a_champion_that_cannot_be_scored_fails_training_instead_of_being_skipped(
     tmp_path, tracking_uri, signal_csv
 ) -> None:
@@ -246,6 +255,7 @@ class _FailingModel(mlflow.pyfunc.PythonModel):
         raise ValueError("the first line\nthe second line\nthe third line")
 
 
+@pytest.mark.slow
 def test_a_champion_whose_prediction_fails_is_reported_in_one_line(tracking_uri) -> None:
     n_rows = config.MIN_ROWS_COMPARED
     features = pd.DataFrame(np.zeros((n_rows, 14), dtype=np.float64), columns=[f"f{i}" for i in range(14)])
@@ -269,6 +279,7 @@ def test_a_champion_whose_prediction_fails_is_reported_in_one_line(tracking_uri)
     )
 
 
+@pytest.mark.slow
 def test_a_champion_that_trained_on_these_rows_is_not_compared(tmp_path, tracking_uri, signal_csv) -> None:
     predictions = tmp_path / "p.csv"
     trained = train_model(
@@ -300,6 +311,7 @@ def test_a_champion_that_trained_on_these_rows_is_not_compared(tmp_path, trackin
     assert tags[config.TAG_CHAMPION_ROWS_COMPARED] == str(len(candidate_test))
 
 
+@pytest.mark.slow
 def test_a_wrong_evaluate_run_registers_nothing(tmp_path, tracking_uri, signal_csv) -> None:
     trained = train_model(data_file=signal_csv, predictions_file=tmp_path / "p.csv", num_boost_round=10)
     with pytest.raises(PystockError, match="has no roc_auc or baseline_roc_auc metric"):
@@ -307,6 +319,7 @@ def test_a_wrong_evaluate_run_registers_nothing(tmp_path, tracking_uri, signal_c
     assert MlflowClient().search_registered_models() == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kwargs", "problem"),
     [
@@ -352,6 +365,7 @@ def compare(y, y_proba, champion, metric: str = "roc_auc"):
     return compare_champion(as_frame(y, y_proba, champion), y, y_pred, y_proba, metric, model)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("metric", ["roc_auc", "accuracy"])
 def test_the_champion_and_the_candidate_are_scored_on_the_same_clean_rows(metric) -> None:
     y, y_proba, champion = scored_rows(champion_from=250)
@@ -403,6 +417,7 @@ def test_too_few_clean_rows_skip_the_comparison_with_a_warning(caplog, champion_
     assert f"champion not compared: {why}" in caplog.text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("metric", "baseline"),
     [("roc_auc", lambda y: roc_auc_score(y, np.full(len(y), 0.45))), ("accuracy", lambda y: np.mean(y == 0))],
@@ -460,6 +475,7 @@ def evaluation_of(run_id: str) -> tuple[dict, str]:
     )
 
 
+@pytest.mark.slow
 def test_evaluate_logs_the_lift_ci_and_the_clean_row_comparison(tmp_path, tracking_uri) -> None:
     predictions = tmp_path / "p.csv"
     y, y_proba, champion = scored_rows(champion_from=250)
@@ -491,6 +507,7 @@ def test_evaluate_logs_the_lift_ci_and_the_clean_row_comparison(tmp_path, tracki
     assert "Lift over the baseline on roc_auc" in report and "**significant**" in report
 
 
+@pytest.mark.slow
 def test_evaluate_skips_a_champion_with_too_few_clean_rows(tmp_path, tracking_uri, caplog) -> None:
     predictions = tmp_path / "p.csv"
     y, y_proba, champion = scored_rows(champion_from=599)

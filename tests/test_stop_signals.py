@@ -7,7 +7,12 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import PROJECT_ROOT
+
+# Every test starts a Python process and signals it.
+pytestmark = pytest.mark.slow
 
 SCRIPT = """
 import os, signal, sys

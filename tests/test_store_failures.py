@@ -80,6 +80,7 @@ def wrapper_command(wrapper: str, tmp_path: Path) -> list[str]:
     return ["make", "-s", "-o", "venv", "-o", ".venv/bin/.installed", "train"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("wrapper", ["cron_train.sh", "make train"])
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_a_store_the_wrappers_cannot_use_is_one_line_and_stays_as_it_was(
@@ -128,6 +129,7 @@ entry_points:
 """
 
 
+@pytest.mark.slow
 def test_three_concurrent_first_runs_on_a_new_store_all_succeed(tmp_path: Path) -> None:
     # The store and its folder do not exist yet: the first `mlflow run`s on a new host.
     store = tmp_path / "store" / "mlflow.db"

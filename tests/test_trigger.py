@@ -113,6 +113,7 @@ def test_the_run_key_takes_every_training_parameter_but_the_named_exclusions() -
         assert moved == (name in RUN_KEY_PARAMETERS), name
 
 
+@pytest.mark.slow
 def test_the_reaper_ends_orphaned_score_runs_and_leaves_others(tracking_uri) -> None:
     # A kill -9 of a cron score job leaves its run RUNNING; the next pipeline start ends it.
     client = mlflow.MlflowClient()

@@ -32,6 +32,9 @@ from tests.conftest import PROJECT_ROOT, signal_frame, subprocess_env
 from tests.test_pipeline_e2e import mlflow_run
 from tests.test_steps import NanModel, run_named
 
+# Every test runs real pipeline steps against a tracking store: seconds each.
+pytestmark = pytest.mark.slow
+
 NUM_BOOST_ROUND = 20
 
 
@@ -231,7 +234,6 @@ def children(client: MlflowClient, parent: Run) -> list[Run]:
     return client.search_runs(["0"], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
 
 
-@pytest.mark.slow
 def test_a_key_rejected_under_fail_on_reject_is_not_retrained_and_fails_again(tmp_path, tracking_uri) -> None:
     client = MlflowClient(tracking_uri)
     data = tmp_path / "data.csv"
@@ -290,7 +292,6 @@ def test_a_key_rejected_under_fail_on_reject_is_not_retrained_and_fails_again(tm
     assert last.data.tags[config.TAG_SKIPPED_FOR] == rejected.info.run_id
 
 
-@pytest.mark.slow
 def test_a_key_whose_last_verdict_was_retry_trains_on_the_next_tick(tmp_path, tracking_uri) -> None:
     client = MlflowClient(tracking_uri)
     data = tmp_path / "data.csv"
