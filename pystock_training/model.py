@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,6 +19,7 @@ import xgboost as xgb
 from mlflow.models import Model, ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, Schema
+from mlflow.utils import environment as mlflow_environment
 
 from pystock_training import config, serving
 from pystock_training.params import TrainParams
@@ -103,8 +106,26 @@ def log_model(booster: xgb.Booster, name: str, input_example: pd.DataFrame) -> M
     )
 
 
+# The MLflow function that checks a model's pip requirements against this environment. To do
+# so it maps every installed package to its modules, about half a second a model; the model's
+# requirements are this environment's own versions (model_requirements), so it has nothing to
+# find. tests/test_model.py holds this name to the pinned MLflow.
+REQUIREMENTS_CHECK = "warn_dependency_requirement_mismatches"
+
+
+@contextmanager
+def _requirements_check_skipped() -> Iterator[None]:
+    """Within the block, MLflow takes the model's requirements as given."""
+    check = getattr(mlflow_environment, REQUIREMENTS_CHECK)
+    setattr(mlflow_environment, REQUIREMENTS_CHECK, lambda requirements: None)
+    try:
+        yield
+    finally:
+        setattr(mlflow_environment, REQUIREMENTS_CHECK, check)
+
+
 def _save_model(path: str, mlflow_model: Model, booster: xgb.Booster, **kwargs: Any) -> None:
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, _requirements_check_skipped():
         # Only the serving module, under a top-level name of its own: MLflow puts the model's
         # code/ first on sys.path, where a folder named like this package would hide it.
         module = Path(scratch) / f"{SERVING_MODULE}.py"

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import logging
-import subprocess
 import time
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import Run, RunStatus
+from mlflow.entities import Run
 from mlflow.exceptions import ExecutionException
-from mlflow.projects.submitted_run import LocalSubmittedRun
-from mlflow.utils.mlflow_tags import MLFLOW_PROJECT_ENV, MLFLOW_RUN_NOTE
+from mlflow.utils.mlflow_tags import (
+    MLFLOW_PARENT_RUN_ID,
+    MLFLOW_PROJECT_ENTRY_POINT,
+    MLFLOW_PROJECT_ENV,
+    MLFLOW_RUN_NOTE,
+)
 
 from pystock_training import config
 from pystock_training.digest import check_regular_file, file_digest
@@ -28,11 +31,6 @@ from pystock_training.tracking import log_missing_params, step_run
 from pystock_training.trigger import previous_run, reap_orphans, run_key
 
 logger = logging.getLogger(__name__)
-
-
-# How long the steps after a failed one get to notice it and end their runs FAILED themselves
-# (one may still be starting up) before they are stopped.
-STEP_END_SECONDS = 60
 
 
 class StepFailedError(PystockError):
@@ -84,13 +82,13 @@ def detect_env_manager(run: Run) -> str:
 def run_pipeline(
     params: PipelineParams, project_dir: Path = PROJECT_ROOT, env_manager: str | None = None
 ) -> PipelineResult:
-    """Run train_model, evaluate_model and register_model under one parent run, their work in order.
+    """Run train_model, evaluate_model and register_model one after another under one parent run.
 
     Raises:
         DataError: The data file is missing, unreadable or not a regular file (checked before
             any step starts).
         PystockError: A parameter is out of range (checked before any step starts).
-        StepFailedError: A step failed; the steps after it did nothing and ended FAILED.
+        StepFailedError: A step failed; nothing after it ran.
     """
     started = time.monotonic()
     # `cleanup` removes the scratch folder on every way out: success, a failed step, an error,
@@ -122,13 +120,13 @@ def run_pipeline(
             logger.info("force: retraining although run %s has the same run key", previous.info.run_id)
 
         predictions_file = cleanup.enter_context(scratch_dir()) / config.PREDICTIONS_FILE_NAME
+        common = {
+            "experiment_id": run.info.experiment_id,
+            "project_dir": project_dir,
+            "env_manager": env_manager,
+        }
 
-        # Each step starts while the one before it runs and waits for that run to end before it
-        # reads what it wrote (tracking.wait_for_run): its start-up (interpreter, imports, store)
-        # overlaps the work before it. The steps still do their work one after another.
-        steps = _Steps(experiment_id=run.info.experiment_id, project_dir=project_dir, env_manager=env_manager)
-        cleanup.enter_context(steps)
-        train_id = steps.start(
+        train = _run_step(
             "train_model",
             params.for_step("train_model")
             | {
@@ -136,17 +134,20 @@ def run_pipeline(
                 "predictions_file": str(predictions_file),
                 "data_digest": data_digest,
             },
+            **common,
         )
-        evaluate_id = steps.start(
+        evaluate = _run_step(
             "evaluate_model",
             params.for_step("evaluate_model")
-            | {"predictions_file": str(predictions_file), "train_run_id": train_id},
+            | {"predictions_file": str(predictions_file), "train_run_id": train.info.run_id},
+            **common,
         )
-        steps.start(
+        register = _run_step(
             "register_model",
-            params.for_step("register_model") | {"train_run_id": train_id, "evaluate_run_id": evaluate_id},
+            params.for_step("register_model")
+            | {"train_run_id": train.info.run_id, "evaluate_run_id": evaluate.info.run_id},
+            **common,
         )
-        train, evaluate, register = steps.finish()
         decision = register.data.tags[config.TAG_DECISION]
         verdict = register.data.tags.get(config.TAG_VERDICT, "retry")
         version = register.data.tags[config.TAG_MODEL_VERSION]
@@ -239,80 +240,49 @@ def _skip(run: Run, previous: Run, key: str, started: float, fail_on_reject: boo
     return result
 
 
-class _Steps:
-    """The pipeline's child steps, each an ``mlflow run`` of its entry point, started in order.
+def _run_step(
+    entry_point: str,
+    parameters: dict[str, object],
+    *,
+    experiment_id: str,
+    project_dir: Path,
+    env_manager: str,
+) -> Run:
+    """Run one entry point as a child run and return its finished run.
 
-    As a context manager it leaves no step running on any way out. After a failed step, the
-    later ones see its run fail and end their own runs FAILED, saying why; they get a while to
-    do so. On a stop signal, or past that while, the steps still running get a SIGTERM (each
-    then ends its run). A run whose process died without ending it is marked FAILED, as
-    ``mlflow.projects`` does for a synchronous run.
+    Raises:
+        StepFailedError: The step exited non-zero; the message is the step's ``pystock.error`` tag.
     """
-
-    def __init__(self, *, experiment_id: str, project_dir: Path, env_manager: str) -> None:
-        self._common = {"experiment_id": experiment_id, "env_manager": env_manager, "synchronous": False}
-        self._project_dir = str(project_dir)
-        self._started: list[tuple[str, LocalSubmittedRun]] = []
-        self._finished: set[str] = set()
-
-    def __enter__(self) -> _Steps:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        stopping = exc_type is not None and issubclass(exc_type, KeyboardInterrupt)
-        for _, submitted in self._started:
-            if submitted.run_id in self._finished:
-                continue
-            if not stopping:
-                with suppress(subprocess.TimeoutExpired):
-                    submitted.command_proc.wait(timeout=STEP_END_SECONDS)
-            submitted.cancel()
-            _end_if_running(submitted.run_id, ok=False)
-
-    def start(self, entry_point: str, parameters: dict[str, object]) -> str:
-        """Start ``entry_point`` as a child run and return its run id at once.
-
-        Raises:
-            StepFailedError: MLflow refused to start it (a parameter the entry point lacks).
-        """
-        logger.info("starting %s", entry_point)
-        try:
-            submitted = mlflow.projects.run(
-                self._project_dir,
-                entry_point=entry_point,
-                parameters=parameters,
-                run_name=entry_point,
-                **self._common,
-            )
-        except ExecutionException as exc:
-            raise StepFailedError(f"{entry_point} failed: {exc}") from exc
-        self._started.append((entry_point, submitted))
-        return submitted.run_id
-
-    def finish(self) -> list[Run]:
-        """Wait for every step in the order they started and return their finished runs.
-
-        Raises:
-            StepFailedError: A step exited non-zero; the message is its own ``pystock.error``
-                tag. The steps after it see its run fail and end FAILED themselves.
-        """
-        runs = []
-        for entry_point, submitted in self._started:
-            ok = submitted.wait()
-            run = _end_if_running(submitted.run_id, ok=ok)
-            self._finished.add(submitted.run_id)
-            if not ok:
-                reason = run.data.tags.get(config.TAG_ERROR, "it exited non-zero (see its log above)")
-                raise StepFailedError(f"{entry_point} failed: {reason}")
-            runs.append(run)
-        return runs
+    logger.info("starting %s", entry_point)
+    try:
+        submitted = mlflow.projects.run(
+            str(project_dir),
+            entry_point=entry_point,
+            parameters=parameters,
+            experiment_id=experiment_id,
+            env_manager=env_manager,
+            run_name=entry_point,
+            synchronous=True,
+        )
+    except ExecutionException as exc:
+        raise StepFailedError(f"{entry_point} failed: {_failure_reason(entry_point, exc)}") from exc
+    return MlflowClient().get_run(submitted.run_id)
 
 
-def _end_if_running(run_id: str, *, ok: bool) -> Run:
-    """The step's run, ended FINISHED or FAILED if its process exited without ending it."""
-    client = MlflowClient()
-    run = client.get_run(run_id)
-    if run.info.status == RunStatus.to_string(RunStatus.RUNNING):
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED))
-        run = client.get_run(run_id)
-    return run
+def _failure_reason(entry_point: str, exc: ExecutionException) -> str:
+    """The failed child's own one-line reason, found by its parent and entry point tags."""
+    parent = mlflow.active_run()
+    if parent is None:
+        return str(exc)
+    runs = MlflowClient().search_runs(
+        [parent.info.experiment_id],
+        filter_string=(
+            f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.info.run_id}' "
+            f"and tags.`{MLFLOW_PROJECT_ENTRY_POINT}` = '{entry_point}'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if runs and config.TAG_ERROR in runs[0].data.tags:
+        return runs[0].data.tags[config.TAG_ERROR]
+    return f"{exc} (see the step's log above)"

@@ -6,6 +6,7 @@ import ctypes
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -46,43 +47,25 @@ def step_run(name: str) -> Iterator[Run]:
             raise
 
 
-# Seconds between two reads of a run a step waits for: small next to a step's start-up, and a
-# few cheap reads a second for the tracking store.
-WAIT_POLL_SECONDS = 0.1
-
-
-def wait_for_run(run_id: str, what: str, needed_for: str) -> Run:
-    """Wait for the run a step reads from to end, and return it once it ended FINISHED.
-
-    The driver starts each step while the one before it still runs, so that the step's
-    start-up (interpreter, imports, tracking store) overlaps that work; the step waits here
-    before it reads anything the earlier one writes. A run that has already ended returns at
-    once, so a step run on its own is not slowed down.
+def finished_run(run_id: str, what: str, needed_for: str) -> Run:
+    """The run a step reads from, which must have ended FINISHED.
 
     Args:
-        run_id: The run to wait for.
+        run_id: The run.
         what: The parameter that named it, for messages (``train_run_id``).
         needed_for: What this step would do with it, for messages (``to evaluate``).
 
     Raises:
-        PystockError: There is no such run, or it ended FAILED or KILLED.
+        PystockError: There is no such run, or it has not ended FINISHED.
     """
-    client = MlflowClient()
-    logged = False
-    while True:
-        try:
-            run = client.get_run(run_id)
-        except MlflowException as exc:
-            raise PystockError(f"{what} {run_id!r}: no such run in {mlflow.get_tracking_uri()}") from exc
-        status = run.info.status
-        if status == RunStatus.to_string(RunStatus.FINISHED):
-            return run
-        if status in (RunStatus.to_string(RunStatus.FAILED), RunStatus.to_string(RunStatus.KILLED)):
-            raise PystockError(f"{what} {run_id} ended {status}: nothing {needed_for}")
-        if not logged:
-            logger.info("waiting for run %s (%s) to end", run_id, what)
-            logged = True
-        time.sleep(WAIT_POLL_SECONDS)
+    try:
+        run = MlflowClient().get_run(run_id)
+    except MlflowException as exc:
+        raise PystockError(f"{what} {run_id!r}: no such run in {mlflow.get_tracking_uri()}") from exc
+    status = run.info.status
+    if status != RunStatus.to_string(RunStatus.FINISHED):
+        raise PystockError(f"{what} {run_id} is {status}, not FINISHED: nothing {needed_for}")
+    return run
 
 
 class Terminated(KeyboardInterrupt):
@@ -93,6 +76,11 @@ class Terminated(KeyboardInterrupt):
     """
 
 
+# How long after a stop dropped in a finalizer it is sent again: long enough for the finalizer
+# to return, short next to any step.
+REDELIVER_SECONDS = 0.01
+
+
 def raise_on_sigterm() -> None:
     """Turn SIGTERM (cron timeouts, ``docker stop``, Kubernetes) into ``Terminated`` and SIGINT
     (Ctrl-C) into ``KeyboardInterrupt``, each saying which signal stopped the process.
@@ -101,8 +89,7 @@ def raise_on_sigterm() -> None:
     Only the first signal raises: Ctrl-C reaches every process of the terminal's group, and
     MLflow's project runner then sends each child a SIGTERM as it stops it; raising again would
     cut short the cleanup the first one started and record SIGTERM for what was a Ctrl-C. The
-    runner waits for the child to end, so nothing is lost by letting the cleanup finish. The
-    signal after that one has the default action: it kills.
+    runner waits for the child to end, so nothing is lost by letting the cleanup finish.
     Called from the scripts' ``__main__`` path only, never on import.
     """
     stopped_by: list[str] = []
@@ -110,16 +97,36 @@ def raise_on_sigterm() -> None:
     def handler(signum: int, _frame: object) -> None:
         name = signal.Signals(signum).name
         if stopped_by:
-            # One more is let through to the cleanup; the one after that kills, so a cleanup
-            # that hangs (or an exception swallowed on the way) can still be stopped.
+            # Every later one is let through to the cleanup: one stop reaches a process from
+            # several senders (a group signal, its parent's death, MLflow's runner stopping its
+            # child), and none of them may cut the cleanup short. SIGKILL ends a cleanup that
+            # hangs, as `docker stop` and `timeout -k` send after their grace period.
             logger.warning("%s while stopping on %s: finishing the cleanup first", name, stopped_by[0])
-            signal.signal(signum, signal.SIG_DFL)
             return
         stopped_by.append(name)
         if signum == signal.SIGINT:
             raise KeyboardInterrupt("interrupted by SIGINT (Ctrl-C)")
         raise Terminated(f"terminated by {name}")
 
+    previous_hook = sys.unraisablehook
+
+    def deliver_again(unraisable: sys.UnraisableHookArgs) -> None:
+        # A handler that runs while Python is inside a finalizer or a weakref callback (garbage
+        # collection, at any moment) raises there, and Python drops that exception: the step
+        # would train on with its stop used up. The stop counts as not received, and is sent
+        # again from another thread a moment later, once this finalizer has returned (sent
+        # from here, it would be raised here again).
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and stopped_by:
+            signum = signal.Signals[stopped_by.pop()]
+            again = threading.Timer(
+                REDELIVER_SECONDS, signal.pthread_kill, (threading.main_thread().ident, signum)
+            )
+            again.daemon = True
+            again.start()
+            return
+        previous_hook(unraisable)
+
+    sys.unraisablehook = deliver_again
     signal.signal(signal.SIGTERM, handler)
     # A process started with SIGINT ignored (a background job) keeps ignoring it.
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:

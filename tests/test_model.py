@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -116,3 +117,41 @@ def test_sigterm_while_xgboost_reads_the_data_ends_in_terminated_not_a_crash() -
     assert result.returncode == 3, (result.returncode, result.stdout, result.stderr[-3000:])
     assert "raised terminated by SIGTERM after a signal in ['DataIter._next_wrapper']" in result.stdout
     assert "Exception ignored" not in result.stderr
+
+
+def test_the_requirements_check_the_model_skips_is_the_one_mlflow_runs() -> None:
+    # log_model skips MLflow's check of the pip requirements against this environment (its
+    # requirements are this environment's versions). The check must be a function of
+    # mlflow.utils.environment that saving a model calls by that name, or skipping it would
+    # silently do nothing; and it must be back in place afterwards.
+    from mlflow.utils import environment
+
+    from pystock_training import model
+
+    check = getattr(environment, model.REQUIREMENTS_CHECK)
+    assert callable(check)
+    assert model.REQUIREMENTS_CHECK in environment._process_pip_requirements.__code__.co_names
+    with model._requirements_check_skipped():
+        assert getattr(environment, model.REQUIREMENTS_CHECK) is not check
+        assert getattr(environment, model.REQUIREMENTS_CHECK)(["xgboost==0.0.1"]) is None
+    assert getattr(environment, model.REQUIREMENTS_CHECK) is check
+
+
+@pytest.mark.slow
+def test_a_logged_model_pins_the_installed_versions(tracking_uri) -> None:
+    # The requirements MLflow writes with its own check skipped: every package at the version
+    # installed here, read from the package metadata.
+    from importlib.metadata import version
+
+    import mlflow
+
+    from pystock_training.model import log_model
+
+    x, y = frame(200, 0, signal=True)
+    booster = fit(x, y, x, y, TrainParams(num_boost_round=5, early_stopping_rounds=0))
+    with mlflow.start_run():
+        info = log_model(booster, "model", x.iloc[:5].astype(np.float64))
+    model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri))
+    lines = (model_dir / "requirements.txt").read_text().split()
+    for name in ("mlflow", "xgboost", "numpy", "pandas", "scikit-learn", "scipy"):
+        assert f"{name}=={version(name)}" in lines

@@ -29,7 +29,7 @@ from pystock_training.params import check_gate_metric
 from pystock_training.plots import evaluation_figures
 from pystock_training.report import evaluation_report
 from pystock_training.scratch import out_of_space_reported
-from pystock_training.tracking import StepTimer, log_missing_params, step_run, wait_for_run
+from pystock_training.tracking import StepTimer, finished_run, log_missing_params, step_run
 
 logger = logging.getLogger(__name__)
 
@@ -63,17 +63,16 @@ def evaluate_model(
     ``model_uri`` (the train run's logged model), the metrics are logged against that model too,
     so its page lists them (a registered version links to it as its source model), and the
     predictions file must hash to the sha256 the train run that logged the model recorded: a file
-    changed since train_model wrote it is refused, not scored. With ``train_run_id``, the step
-    first waits for that run to end FINISHED (the driver starts this step while train_model still
-    runs) and takes ``model_uri`` from it when none is given.
+    changed since train_model wrote it is refused, not scored. ``train_run_id`` (the driver
+    passes it) names the finished train run whose model that is, when ``model_uri`` is empty.
 
     Returns:
         The logged metrics.
 
     Raises:
         DataError: The predictions file is missing, malformed, or not the one the train run wrote.
-        PystockError: Unknown gate metric, the train run failed, or no space left for the plots
-            and report.
+        PystockError: Unknown gate metric, a train run that did not finish, or no space left for
+            the plots and report.
     """
     timer = StepTimer()
     with step_run("evaluate_model") as run, out_of_space_reported():
@@ -87,8 +86,7 @@ def evaluate_model(
         except ValueError as exc:
             raise PystockError(f"invalid parameters: {exc}") from exc
         if train_run_id:
-            with timer.phase("wait"):
-                train_run = wait_for_run(train_run_id, "train_run_id", "to evaluate")
+            train_run = finished_run(train_run_id, "train_run_id", "to evaluate")
             model_uri = model_uri or train_run.data.tags.get(config.TAG_MODEL_URI, "")
             if model_uri:
                 mlflow.set_tag(config.TAG_MODEL_URI, model_uri)

@@ -29,7 +29,7 @@ from pystock_training.gate import (
 from pystock_training.lock import RegistryLock, registry_lock
 from pystock_training.params import GateParams, check_register_params
 from pystock_training.report import model_description
-from pystock_training.tracking import StepTimer, log_missing_params, signals_held, step_run, wait_for_run
+from pystock_training.tracking import StepTimer, finished_run, log_missing_params, signals_held, step_run
 
 logger = logging.getLogger(__name__)
 
@@ -79,11 +79,8 @@ def register_model(
         )
         check_register_params(model_name, gate)
         client = MlflowClient()
-        _warm_up_model_loading()
-        with timer.phase("wait"):
-            # The driver starts this step while evaluate_model still runs.
-            metrics = wait_for_run(evaluate_run_id, "evaluate_run_id", "to register").data.metrics
-        train_run = _get_run(client, train_run_id, "train_run_id")
+        train_run = finished_run(train_run_id, "train_run_id", "to register")
+        metrics = finished_run(evaluate_run_id, "evaluate_run_id", "to register").data.metrics
         missing = [name for name in (gate_metric, f"baseline_{gate_metric}") if name not in metrics]
         if missing:
             raise PystockError(
@@ -317,20 +314,6 @@ def _outcome(
     return line
 
 
-def _warm_up_model_loading() -> None:
-    """Import what loading the model for the serving check needs, before the wait, so that the
-    imports overlap the evaluation instead of following it."""
-    import mlflow.pyfunc  # noqa: F401
-    import xgboost  # noqa: F401
-
-
-def _get_run(client: MlflowClient, run_id: str, what: str) -> Run:
-    try:
-        return client.get_run(run_id)
-    except MlflowException as exc:
-        raise PystockError(f"{what} {run_id!r}: no such run in {mlflow.get_tracking_uri()}") from exc
-
-
 class ServingUnavailableError(PystockError):
     """The version could not be loaded, which may pass: the next run retries."""
 
@@ -347,7 +330,10 @@ def serving_check(model_name: str, version: str) -> np.ndarray:
     """
     uri = f"models:/{model_name}/{version}"
     try:
-        model = mlflow.pyfunc.load_model(uri)
+        # Warnings off: the only ones are about the model's pinned requirements or Python
+        # against this environment, which logged them, and finding that out maps every
+        # installed package to its modules (about half a second). What loads is the same.
+        model = mlflow.pyfunc.load_model(uri, suppress_warnings=True)
     except Exception as exc:
         # Often the registry or artifact store not answering: no verdict on the model.
         raise ServingUnavailableError(
