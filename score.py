@@ -2,6 +2,7 @@
 
 import click
 
+import pystock_training.startup  # noqa: F401 - first: it turns collection off for the imports
 from pystock_training.cli import StepCommand, configure_logging, parameter_options, run_cli
 from pystock_training.steps.score import score
 

@@ -119,8 +119,10 @@ def run_cli(step: str, func: Callable[..., Any], **kwargs: Any) -> Any:
     raise_on_sigterm()
     # What is loaded by now (MLflow, SQLAlchemy, pandas: millions of objects) lives until exit.
     # Frozen, it is left out of the collections during the step and of those the interpreter
-    # runs as it shuts down, which otherwise take about a second per process.
+    # runs as it shuts down, which otherwise take about a second per process. Collection was
+    # off while it loaded (pystock_training.startup) and is on from here.
     gc.freeze()
+    gc.enable()
     try:
         die_with_parent()
         return func(**kwargs)

@@ -308,3 +308,39 @@ def test_the_link_checker_finds_a_missing_file_and_heading(tmp_path: Path) -> No
 def test_every_relative_link_in_the_docs_resolves(page: str) -> None:
     # Relative links and #anchors break silently when a page or a heading is renamed.
     assert broken_links(PROJECT_ROOT / page) == []
+
+
+def _package_imports(tree: ast.Module) -> list[str]:
+    """The pystock_training modules a script imports, in order."""
+    names = []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names if alias.name.startswith("pystock_training")]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pystock_training"):
+            names.append(node.module or "")
+    return names
+
+
+@pytest.mark.parametrize("script", ["main", "train_model", "evaluate_model", "register_model", "score"])
+def test_each_script_turns_collection_off_before_it_loads_the_package(script) -> None:
+    imports = _package_imports(ast.parse((PROJECT_ROOT / f"{script}.py").read_text()))
+    assert imports[0] == "pystock_training.startup", imports
+    assert len(imports) > 1
+
+
+@pytest.mark.slow
+def test_run_cli_turns_collection_back_on_with_what_is_loaded_frozen() -> None:
+    # In a process of its own: run_cli installs signal handlers.
+    code = (
+        "import gc, sys\n"
+        "import pystock_training.startup\n"
+        "from pystock_training.cli import run_cli\n"
+        "assert not gc.isenabled()\n"
+        "run_cli('probe', lambda: None)\n"
+        "print(gc.isenabled(), gc.get_freeze_count() > 100_000)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["True", "True"]
