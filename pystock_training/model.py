@@ -103,6 +103,10 @@ def log_model(booster: xgb.Booster, name: str, input_example: pd.DataFrame) -> M
         # subprocess (about 3 s a run); these are what that inference finds.
         pip_requirements=model_requirements(),
         metadata={config.FEATURES_KEY: list(booster.feature_names or [])},
+        # MLflow would load the model and predict the example here, and only warn if that
+        # failed; register_model's serving check does it strictly, from the registry, in
+        # every client shape.
+        validate_serving_input=False,
     )
 
 
@@ -125,6 +129,8 @@ def _requirements_check_skipped() -> Iterator[None]:
 
 
 def _save_model(path: str, mlflow_model: Model, booster: xgb.Booster, **kwargs: Any) -> None:
+    # Model.log passes its own options on to the flavour; this one is for Model.log alone.
+    kwargs.pop("validate_serving_input", None)
     with tempfile.TemporaryDirectory() as scratch, _requirements_check_skipped():
         # Only the serving module, under a top-level name of its own: MLflow puts the model's
         # code/ first on sys.path, where a folder named like this package would hide it.
