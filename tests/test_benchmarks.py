@@ -5,6 +5,7 @@ No timing assertions: the machine is shared. The one end-to-end run of benchmark
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import signal
@@ -287,3 +288,40 @@ def test_scale_benchmark_end_to_end(tmp_path: Path) -> None:
     assert "start-up floor" in result.stderr
     # Only the cached data file stays behind: the runs' scratch folders are removed.
     assert [path.name for path in (tmp_path / "work").iterdir()] == ["data"]
+
+
+@pytest.mark.slow
+def test_fixed_cost_benchmark_end_to_end(tmp_path: Path) -> None:
+    # The original job still runs as a reference, and the pipeline's breakdown covers its run:
+    # every process and step on one timeline that ends at the command's wall time.
+    output = tmp_path / "fixed_cost.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_ROOT / "benchmarks" / "fixed_cost.py"),
+            "--repeats=1",
+            "--rows=0",
+            f"--work-dir={tmp_path / 'work'}",
+            f"--output={output}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads(output.read_text())
+    shipped = payload["shipped_data"]
+    assert shipped["ratio"] == pytest.approx(shipped["pipeline_s"] / shipped["original_s"])
+    assert payload["large"] is None
+    spans = shipped["breakdown"]["spans"]
+    assert [span["what"] for span in spans][2:5] == ["train_model", "evaluate_model", "register_model"]
+    # One after another: each span starts where the one before it ended (or after).
+    for before, after in itertools.pairwise(spans):
+        assert after["start_s"] >= before["end_s"] - 0.01
+    assert spans[-1]["end_s"] == pytest.approx(shipped["breakdown"]["wall_s"])
+    for step in spans[2:5]:
+        assert step["parts"]["startup"] > 0
+    assert "ratio" in result.stderr
+    assert [path.name for path in (tmp_path / "work").iterdir()] == []
