@@ -77,6 +77,38 @@ def _fast_roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
     return float((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def _resample_scorer(
+    metric: str, fn: Callable[[np.ndarray, np.ndarray], float], scores: np.ndarray, size: int
+) -> Callable[[np.ndarray, np.ndarray], float]:
+    """``fn(y, scores[rows])`` for the bootstrap's resamples, ROC AUC by counting where it can.
+
+    Probabilities from a model of 0/1 features take at most a few thousand values. Coded once by
+    value, each resample's ROC AUC comes from counts of positives and negatives per value (the
+    Mann-Whitney form, ties counting one half), in time linear in the resample instead of a sort
+    of it: the same value to float rounding, several times faster over a thousand resamples.
+    """
+    if metric != "roc_auc":
+        return lambda y, rows: fn(y, scores[rows])
+    if scores.min() == scores.max():
+        # A constant (the naive baseline) ties every pair on every resample.
+        return lambda y, rows: 0.5
+    values, codes = np.unique(scores, return_inverse=True)
+    if len(values) > size:
+        return lambda y, rows: fn(y, scores[rows])
+    n_values = len(values)
+
+    def counted_roc_auc(y: np.ndarray, rows: np.ndarray) -> float:
+        resampled = codes[rows]
+        totals = np.bincount(resampled, minlength=n_values)
+        positives = np.bincount(resampled, weights=y, minlength=n_values)
+        negatives = totals - positives
+        negatives_below = np.cumsum(negatives) - negatives
+        pairs = positives.sum() * negatives.sum()
+        return float((positives * (negatives_below + negatives / 2)).sum() / pairs)
+
+    return counted_roc_auc
+
+
 def _metric_fn(metric: str) -> tuple[Callable[[np.ndarray, np.ndarray], float], bool]:
     """The metric's function and whether it takes probabilities (else hard labels)."""
     # Imported here: register_model decides with this module but never computes a metric, and
@@ -193,6 +225,8 @@ def paired_bootstrap_ci(
         point = oriented_diff(metric, fn(y_true, candidate), fn(y_true, champion))
     size = min(n_rows, max_rows)
     n_blocks = -(-size // length)
+    score_candidate = _resample_scorer(metric, fn, candidate, size)
+    score_champion = _resample_scorer(metric, fn, champion, size)
     rng = np.random.default_rng(seed)
     diffs = np.empty(n_resamples)
     done = attempts = 0
@@ -205,7 +239,7 @@ def paired_bootstrap_ci(
         y = y_true[rows]
         if y.min() == y.max():  # a resample with one class has no AUC; draw again
             continue
-        diffs[done] = oriented_diff(metric, fn(y, candidate[rows]), fn(y, champion[rows]))
+        diffs[done] = oriented_diff(metric, score_candidate(y, rows), score_champion(y, rows))
         done += 1
 
     alpha = (1 - confidence) / 2

@@ -13,6 +13,7 @@ from pystock_training.gate import (
     ChampionComparison,
     Check,
     _fast_roc_auc,
+    _resample_scorer,
     better,
     decide,
     oriented_diff,
@@ -253,3 +254,25 @@ def test_within_noise_candidates_get_the_same_verdict_where_a_point_comparison_f
 def test_meaningless_gate_parameters_are_refused(params, problem) -> None:
     with pytest.raises(ValueError, match=re.escape(problem)):
         check_gate_params(params)
+
+
+@pytest.mark.parametrize("n_values", [1, 2, 7, 300])
+def test_resampled_roc_auc_by_counting_equals_sklearn(n_values) -> None:
+    # Scores with few distinct values (and ties across classes) are coded once and counted on
+    # each resample; the result must be sklearn's ROC AUC of that resample.
+    rng = np.random.default_rng(n_values)
+    scores = rng.integers(0, n_values, 5000) / max(n_values, 1)
+    y = (rng.random(5000) < 0.3 + 0.4 * scores).astype(np.int64)
+    scorer = _resample_scorer("roc_auc", _fast_roc_auc, scores, size=1000)
+    for _ in range(20):
+        rows = rng.integers(0, 5000, 1000)
+        assert scorer(y[rows], rows) == pytest.approx(roc_auc_score(y[rows], scores[rows]), abs=1e-12)
+
+
+def test_resampled_roc_auc_of_many_distinct_scores_is_the_metric_itself() -> None:
+    rng = np.random.default_rng(5)
+    scores = rng.random(5000)
+    y = rng.integers(0, 2, 5000)
+    rows = rng.integers(0, 5000, 1000)
+    scorer = _resample_scorer("roc_auc", _fast_roc_auc, scores, size=1000)
+    assert scorer(y[rows], rows) == _fast_roc_auc(y[rows], scores[rows])
