@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Final
@@ -197,6 +198,56 @@ def git_commit() -> str:
     return commit + ("+" if dirty else "")
 
 
+def compare(
+    label: str,
+    reference: str,
+    time_reference: Callable[[], float],
+    time_pipeline: Callable[[], Breakdown],
+    repeats: int,
+    target: float,
+) -> tuple[dict[str, object], Breakdown]:
+    """Alternate the reference and the pipeline ``repeats`` times; their medians, ratio and runs.
+
+    Returns:
+        The medians (``<reference>_s``, ``pipeline_s``), their ``ratio``, every run's wall
+        seconds, and the breakdown of the median pipeline run.
+    """
+    references, pipelines = [], []
+    for repeat in range(repeats):
+        # Alternating, so both see the same load on average.
+        references.append(time_reference())
+        pipelines.append(time_pipeline())
+        logger.info(
+            "%s %d/%d: %s %.2fs, pipeline %.2fs",
+            label,
+            repeat + 1,
+            repeats,
+            reference,
+            references[-1],
+            pipelines[-1].wall_s,
+        )
+    result: dict[str, object] = {
+        f"{reference}_s": statistics.median(references),
+        "pipeline_s": statistics.median(run.wall_s for run in pipelines),
+        f"{reference}_runs_s": references,
+        "pipeline_runs_s": [run.wall_s for run in pipelines],
+    }
+    result["ratio"] = result["pipeline_s"] / result[f"{reference}_s"]
+    median_run = median_breakdown(pipelines)
+    logger.info(
+        "%s, medians of %d: pipeline %.2fs, %s %.2fs, ratio %.2f (target <= %.1f)\n%s",
+        label,
+        repeats,
+        result["pipeline_s"],
+        reference,
+        result[f"{reference}_s"],
+        result["ratio"],
+        target,
+        breakdown_table(median_run),
+    )
+    return result, median_run
+
+
 @click.command()
 @click.option("--repeats", type=click.IntRange(1), default=5, show_default=True, help="Shipped-data pairs.")
 @click.option(
@@ -222,76 +273,28 @@ def main(repeats: int, rows: int, repeats_large: int, work_dir: Path, output: Pa
     if rows and not PLAIN_REFERENCE.is_file():
         raise click.ClickException(f"{PLAIN_REFERENCE}: not found (the plain reference); --rows 0 skips it")
 
-    pipelines, originals = [], []
-    for repeat in range(repeats):
-        # Alternating, so both see the same load on average.
-        originals.append(timed_original(work_dir))
-        pipelines.append(timed_pipeline(work_dir))
-        logger.info(
-            "shipped data %d/%d: original %.2fs, pipeline %.2fs",
-            repeat + 1,
-            repeats,
-            originals[-1],
-            pipelines[-1].wall_s,
-        )
-    shipped = {
-        "original_s": statistics.median(originals),
-        "pipeline_s": statistics.median(run.wall_s for run in pipelines),
-        "original_runs_s": originals,
-        "pipeline_runs_s": [run.wall_s for run in pipelines],
-    }
-    shipped["ratio"] = shipped["pipeline_s"] / shipped["original_s"]
-    median_run = median_breakdown(pipelines)
-    logger.info(
-        "shipped data, medians of %d: pipeline %.2fs, original job %.2fs, ratio %.2f (target <= 0.8)\n%s",
+    shipped, median_run = compare(
+        "shipped data",
+        "original",
+        lambda: timed_original(work_dir),
+        lambda: timed_pipeline(work_dir),
         repeats,
-        shipped["pipeline_s"],
-        shipped["original_s"],
-        shipped["ratio"],
-        breakdown_table(median_run),
+        target=0.8,
     )
-
     large: dict[str, object] | None = None
     large_run: Breakdown | None = None
     if rows:
         data_file = dataset_for(work_dir, rows, seed=0)
-        large_pipelines, plains = [], []
-        for repeat in range(repeats_large):
-            plains.append(timed_plain(work_dir, data_file))
-            large_pipelines.append(
-                timed_pipeline(
-                    work_dir,
-                    f"data_file={data_file}",
-                    f"num_boost_round={LARGE_ROUNDS}",
-                    f"max_depth={LARGE_DEPTH}",
-                )
-            )
-            logger.info(
-                "%d rows %d/%d: plain reference %.2fs, pipeline %.2fs",
-                rows,
-                repeat + 1,
-                repeats_large,
-                plains[-1],
-                large_pipelines[-1].wall_s,
-            )
-        large = {
-            "rows": rows,
-            "plain_s": statistics.median(plains),
-            "pipeline_s": statistics.median(run.wall_s for run in large_pipelines),
-            "plain_runs_s": plains,
-            "pipeline_runs_s": [run.wall_s for run in large_pipelines],
-        }
-        large["ratio"] = large["pipeline_s"] / large["plain_s"]
-        large_run = median_breakdown(large_pipelines)
-        logger.info(
-            "%d rows, medians of %d: pipeline %.2fs, plain reference %.2fs, ratio %.2f (target <= 1.0)\n%s",
-            rows,
+        settings = (f"data_file={data_file}", f"num_boost_round={LARGE_ROUNDS}", f"max_depth={LARGE_DEPTH}")
+        large, large_run = compare(
+            f"{rows} rows",
+            "plain",
+            lambda: timed_plain(work_dir, data_file),
+            lambda: timed_pipeline(work_dir, *settings),
             repeats_large,
-            large["pipeline_s"],
-            large["plain_s"],
-            large["ratio"],
-            breakdown_table(large_run),
+            target=1.0,
         )
+        large["rows"] = rows
 
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(

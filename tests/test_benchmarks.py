@@ -243,24 +243,23 @@ def test_table_reports_a_killed_run_instead_of_a_number() -> None:
     assert len({len(line) for line in table}) == 1
 
 
-@pytest.mark.slow
-def test_scale_benchmark_end_to_end(tmp_path: Path) -> None:
-    output = tmp_path / "results" / "scale.png"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(PROJECT_ROOT / "benchmarks" / "scale.py"),
-            "--rows=2000",
-            "--num-boost-round=5",
-            "--floor-repeats=1",
-            f"--work-dir={tmp_path / 'work'}",
-            f"--output={output}",
-        ],
+def run_benchmark(script: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``benchmarks/<script>`` with its work folder in ``tmp_path``."""
+    return subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "benchmarks" / script), f"--work-dir={tmp_path / 'work'}", *args],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
+    )
+
+
+@pytest.mark.slow
+def test_scale_benchmark_end_to_end(tmp_path: Path) -> None:
+    output = tmp_path / "results" / "scale.png"
+    result = run_benchmark(
+        "scale.py", tmp_path, "--rows=2000", "--num-boost-round=5", "--floor-repeats=1", f"--output={output}"
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| rows " in result.stderr
@@ -295,21 +294,7 @@ def test_fixed_cost_benchmark_end_to_end(tmp_path: Path) -> None:
     # The original job still runs as a reference, and the pipeline's breakdown covers its run:
     # every process and step on one timeline that ends at the command's wall time.
     output = tmp_path / "fixed_cost.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(PROJECT_ROOT / "benchmarks" / "fixed_cost.py"),
-            "--repeats=1",
-            "--rows=0",
-            f"--work-dir={tmp_path / 'work'}",
-            f"--output={output}",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    result = run_benchmark("fixed_cost.py", tmp_path, "--repeats=1", "--rows=0", f"--output={output}")
     assert result.returncode == 0, result.stderr[-3000:]
     payload = json.loads(output.read_text())
     shipped = payload["shipped_data"]
