@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
+from pystock_training import config
 from pystock_training.errors import PystockError
 from pystock_training.tracking import finished_run
 
@@ -37,3 +38,31 @@ def test_a_run_that_did_not_finish_is_one_line_naming_it(status, tracking_uri) -
 def test_an_unknown_run_is_one_line(tracking_uri) -> None:
     with pytest.raises(PystockError, match=f"^evaluate_run_id 'f00': no such run in {tracking_uri}$"):
         finished_run("f00", "evaluate_run_id", "to register")
+
+
+def test_the_steps_refuse_a_run_that_did_not_finish_and_register_nothing(tracking_uri, tmp_path) -> None:
+    from pystock_training.steps.evaluate_model import evaluate_model
+    from pystock_training.steps.register_model import register_model
+
+    client = MlflowClient()
+    failed = a_run(client, "FAILED")
+    finished = a_run(client, "FINISHED")
+    with pytest.raises(
+        PystockError, match=f"^train_run_id {failed} is FAILED, not FINISHED: nothing to evaluate$"
+    ):
+        evaluate_model(predictions_file=tmp_path / "never-read.csv", train_run_id=failed)
+    with pytest.raises(
+        PystockError, match=f"^train_run_id {failed} is FAILED, not FINISHED: nothing to register$"
+    ):
+        register_model(train_run_id=failed, evaluate_run_id=finished)
+    with pytest.raises(
+        PystockError, match=f"^evaluate_run_id {failed} is FAILED, not FINISHED: nothing to register$"
+    ):
+        register_model(train_run_id=finished, evaluate_run_id=failed)
+    assert client.search_registered_models() == []
+    # Each step's own run ended FAILED with the reason.
+    steps = client.search_runs(["0"], "tags.`mlflow.runName` != ''", max_results=100)
+    errors = [
+        run.data.tags.get(config.TAG_ERROR, "") for run in steps if run.info.run_id not in {failed, finished}
+    ]
+    assert len(errors) == 3 and all("not FINISHED" in error for error in errors)
