@@ -18,3 +18,8 @@ class DataError(PystockError):
         super().__init__(f"{path}: {problem}")
         self.path = str(path)
         self.problem = problem
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # Raised on a Dask worker, the error is pickled back to the client: rebuilt from both
+        # arguments, not from the joined message.
+        return (type(self), (self.path, self.problem))

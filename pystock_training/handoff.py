@@ -63,24 +63,18 @@ def atomic_write(path: Path) -> Iterator[BinaryIO]:
         raise
 
 
-def write_predictions(
-    path: str | Path,
+def predictions_table(
     y_test: np.ndarray,
     y_proba: np.ndarray,
     threshold: float,
     baseline_proba: float,
     champion_proba: np.ndarray | None = None,
-) -> Path:
-    """Write the predictions CSV atomically: a reader sees the old file or the whole new one.
+) -> pa.Table:
+    """The hand-off columns of a set of test rows, in the contract's order.
 
     A NaN in ``champion_proba`` (a row the champion may have trained on) leaves both champion
     cells of that row empty.
-
-    Raises:
-        PystockError: The file cannot be written; one line naming it (and "no space left" when
-            its filesystem is full).
     """
-    path = Path(path)
     columns = {
         "y_test": pa.array(np.asarray(y_test, dtype=np.int8)),
         "y_pred": pa.array((np.asarray(y_proba) >= threshold).astype(np.int8)),
@@ -92,7 +86,36 @@ def write_predictions(
         absent = np.isnan(champion)
         columns["champion_proba"] = pa.array(champion, mask=absent)
         columns["champion_pred"] = pa.array((champion >= threshold).astype(np.int8), mask=absent)
-    table = pa.table(columns)
+    return pa.table(columns)
+
+
+def write_predictions(
+    path: str | Path,
+    y_test: np.ndarray,
+    y_proba: np.ndarray,
+    threshold: float,
+    baseline_proba: float,
+    champion_proba: np.ndarray | None = None,
+) -> Path:
+    """Write the predictions CSV atomically: a reader sees the old file or the whole new one.
+
+    See ``predictions_table`` for the columns.
+
+    Raises:
+        PystockError: The file cannot be written; one line naming it (and "no space left" when
+            its filesystem is full).
+    """
+    table = predictions_table(y_test, y_proba, threshold, baseline_proba, champion_proba)
+    return write_predictions_table(path, table)
+
+
+def write_predictions_table(path: str | Path, table: pa.Table) -> Path:
+    """Write a ``predictions_table`` as CSV atomically (see ``write_predictions``).
+
+    Raises:
+        PystockError: The file cannot be written.
+    """
+    path = Path(path)
     try:
         with atomic_write(path) as handle:
             pa_csv.write_csv(table, handle, pa_csv.WriteOptions(quoting_style="none"))
