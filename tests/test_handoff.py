@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -386,3 +387,126 @@ def test_a_file_of_many_reader_blocks_is_read_whole_and_in_order(tmp_path) -> No
         assert len(frame) == n_rows
         np.testing.assert_array_equal(frame["y_test"].to_numpy(), y_test)
         np.testing.assert_array_equal(frame["y_proba"].to_numpy(), y_proba)
+
+
+# A directory of parts: each a complete predictions CSV, rows in sorted name order.
+
+
+def write_parts(folder: Path, frame: pd.DataFrame, sizes: list[int]) -> Path:
+    """``frame`` cut into parts of ``sizes`` rows, written as the train step's workers would."""
+    folder.mkdir(parents=True, exist_ok=True)
+    start = 0
+    for number, size in enumerate(sizes):
+        frame.iloc[start : start + size].to_csv(folder / f"part-{number:05d}.csv", index=False)
+        start += size
+    return folder
+
+
+def test_a_directory_of_parts_reads_as_the_file_of_all_its_rows(tmp_path: Path) -> None:
+    whole = write_predictions(
+        tmp_path / "whole.csv",
+        np.tile(Y_TEST, 3),
+        np.tile(Y_PROBA, 3),
+        0.5,
+        PRIOR,
+        champion_proba=np.tile([np.nan, 0.3, 0.7, np.nan, 0.2, 0.9], 3),
+    )
+    frame = read_predictions(whole)
+    # Out of order on purpose: sorted name order, not creation order, is row order; an empty
+    # part (a worker with no rows) and a non-part file are allowed.
+    folder = tmp_path / "parts"
+    write_parts(folder, pd.read_csv(whole), [7, 0, 11])
+    (folder / "_SUCCESS").write_text("")
+
+    parts = read_predictions(folder)
+
+    pd.testing.assert_frame_equal(parts, frame)
+    assert [batch.first_row for batch in handoff.iter_predictions(folder)] == [0, 7]
+
+
+def test_the_sha256_of_a_directory_is_that_of_its_part_lines(tmp_path: Path) -> None:
+    rows = pd.DataFrame(
+        {"y_test": [1, 0, 1], "y_pred": [1, 0, 1], "y_proba": [1, 0, 1], "baseline_proba": 0.5}
+    )
+    folder = write_parts(tmp_path / "parts", rows, [1, 2])
+    lines = "".join(
+        f"{name} {hashlib.sha256((folder / name).read_bytes()).hexdigest()}\n"
+        for name in ["part-00000.csv", "part-00001.csv"]
+    )
+
+    digest = handoff.predictions_sha256(folder)
+
+    assert digest == hashlib.sha256(lines.encode()).hexdigest()
+    assert read_predictions(folder, sha256=digest)["y_test"].tolist() == [1, 0, 1]
+    # A renamed part changes the digest even with the same bytes.
+    (folder / "part-00001.csv").rename(folder / "part-00002.csv")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(folder))}: changed since train_model wrote it"):
+        read_predictions(folder, sha256=digest)
+
+
+GOOD_PART = HEADER + "1,1,0.8,0.5\n0,0,0.2,0.5\n"
+
+# id: (second part's content, the problem, the row named if any)
+BAD_PARTS: dict[str, tuple[str | bytes, str]] = {
+    "bad_label": (HEADER + "1,1,0.8,0.5\n2,1,0.8,0.5\n", r"row 2: column y_test must hold only 0 and 1"),
+    "bad_proba": (HEADER + "1,1,1.8,0.5\n", r"row 1: column y_proba must hold probabilities in \[0, 1\]"),
+    "text_proba": (HEADER + "1,1,0.8,0.5\n1,1,high,0.5\n", r"column y_proba must hold probabilities"),
+    "other_order": ("y_pred,y_test,y_proba,baseline_proba\n1,1,0.8,0.5\n", r"its header \(y_pred,y_test"),
+    "extra_column": (HEADER.rstrip("\n") + ",note\n1,1,0.8,0.5,x\n", r"differs from the first part's"),
+    "empty_file": (b"", r"not a readable predictions CSV"),
+    "ragged": (HEADER + "1,1,0.8\n", r"not a readable predictions CSV"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PARTS))
+def test_a_bad_part_is_named_in_one_line(tmp_path: Path, case: str) -> None:
+    content, problem = BAD_PARTS[case]
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    (folder / "part-00000.csv").write_text(GOOD_PART)
+    bad = folder / "part-00001.csv"
+    bad.write_bytes(content if isinstance(content, bytes) else content.encode())
+    (folder / "part-00002.csv").write_text(GOOD_PART)
+
+    with pytest.raises(DataError, match=rf"^{re.escape(str(bad))}: ") as caught:
+        read_predictions(folder)
+
+    assert re.search(problem, caught.value.problem), caught.value.problem
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("files", "problem"),
+    [
+        ({}, "no *.csv parts in the predictions directory"),
+        ({"notes.txt": "x"}, "no *.csv parts in the predictions directory"),
+        ({"part-00000.csv": HEADER, "part-00001.csv": HEADER}, "no rows"),
+    ],
+)
+def test_a_directory_without_rows_is_refused(tmp_path: Path, files: dict[str, str], problem: str) -> None:
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for name, content in files.items():
+        (folder / name).write_text(content)
+
+    with pytest.raises(DataError, match=rf"^{re.escape(str(folder))}: {re.escape(problem)}$"):
+        read_predictions(folder)
+    if not files:
+        with pytest.raises(DataError, match=re.escape(problem)):
+            handoff.predictions_sha256(folder)
+
+
+def test_a_second_pass_refuses_a_part_replaced_since_the_first(tmp_path: Path) -> None:
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    (folder / "part-00000.csv").write_text(GOOD_PART)
+    (folder / "part-00001.csv").write_text(GOOD_PART)
+    identities: list[handoff.PartIdentity] = []
+    assert sum(batch.num_rows for batch in handoff.iter_predictions(folder, identities=identities)) == 4
+
+    replacement = tmp_path / "new.csv"
+    replacement.write_text(HEADER + "0,0,0.1,0.5\n")
+    replacement.replace(folder / "part-00001.csv")
+
+    with pytest.raises(DataError, match=r"part-00001.csv: changed while it was being evaluated"):
+        list(handoff.iter_predictions(folder, columns=["y_test"], identities=identities))
