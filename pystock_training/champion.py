@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import mlflow
@@ -122,22 +123,9 @@ def clean_rows(
         A boolean mask over ``test`` and a reason for the rows that are not clean ("" if none).
     """
     none = np.zeros(len(test), dtype=bool)
-    if champion is None:
-        return none, "its training data is not recorded, so any of these rows may have been its training rows"
-    if champion.data_digest == data.sha256:
-        shared_rows = n_rows
-    elif (
-        champion.data_size is not None
-        and champion.data_rows is not None
-        and champion.data_rows <= n_rows
-        and data.is_append_of(champion.data_digest, champion.data_size)
-    ):
-        shared_rows = champion.data_rows
-    else:
-        return none, (
-            f"its data file (sha256 {champion.data_digest[:12]}) is not this file nor a verified prefix of "
-            "it, so any of these rows may have been its training rows"
-        )
+    shared_rows, why_not = _shared_rows(champion, data, n_rows)
+    if champion is None or shared_rows is None:
+        return none, why_not
     # Imported here: register_model reads the champion but never splits data, and the split
     # brings sklearn into its process.
     from pystock_training.data import holdout_rows
@@ -160,6 +148,40 @@ def clean_rows(
         f"{int((~mask).sum())} of the {len(test)} test rows were in its training part "
         f"(split={champion.split}, test_size={champion.test_size:g}, random_state={champion.random_state})"
     )
+
+
+def _shared_rows(champion: TrainedOn | None, data: FileDigest, n_rows: int) -> tuple[int | None, str]:
+    """How many leading rows of this table are provably the champion's table, or None and why not."""
+    if champion is None:
+        return None, "its training data is not recorded, so any of these rows may have been its training rows"
+    if champion.data_digest == data.sha256:
+        return n_rows, ""
+    if (
+        champion.data_size is not None
+        and champion.data_rows is not None
+        and champion.data_rows <= n_rows
+        and data.is_append_of(champion.data_digest, champion.data_size)
+    ):
+        return champion.data_rows, ""
+    return None, (
+        f"its data file (sha256 {champion.data_digest[:12]}) is not this file nor a verified prefix of "
+        "it, so any of these rows may have been its training rows"
+    )
+
+
+def clean_start(champion: TrainedOn | None, data: FileDigest, n_rows: int) -> tuple[int | None, str]:
+    """The first row position from which on every row is one the champion never trained on.
+
+    The same rule as ``clean_rows`` for a champion trained with the time split, whose rows
+    never trained on are one run at the end of its table (its test part) and everything after
+    it. None, with the reason, when no row is provably clean (another table, a random split).
+    """
+    shared_rows, why_not = _shared_rows(champion, data, n_rows)
+    if champion is None or shared_rows is None:
+        return None, why_not
+    if champion.split != "time":
+        return None, f"it was trained with split={champion.split}, whose test rows are scattered"
+    return shared_rows - math.ceil(champion.test_size * shared_rows), ""
 
 
 def score_champion(

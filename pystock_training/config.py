@@ -50,6 +50,10 @@ FAIL_ON_REJECT: Final = False
 ALLOW_SCHEMA_CHANGE: Final = False
 # Scheduling: retrain although the run key says nothing changed; reap RUNNING runs older than this.
 FORCE: Final = False
+ENGINE: Final = "local"
+ENGINES: Final = ("local", "dask")
+# Empty: the DASK_SCHEDULER_ADDRESS environment variable, else an embedded LocalCluster.
+DASK_SCHEDULER: Final = ""
 REAP_AFTER_HOURS: Final = 6.0
 
 # Share of the training part held out, at its end in time order, to pick the number of rounds.
@@ -93,6 +97,9 @@ TAG_CHAMPION_STATUS: Final = "pystock.champion_status"
 # On a version promoted although its features differ from the champion's: how they differ.
 TAG_SCHEMA_CHANGE: Final = "pystock.schema_change"
 TAG_SUMMARY: Final = "pystock.summary"
+TAG_ENGINE: Final = "pystock.engine"
+TAG_DASK_WORKERS: Final = "pystock.dask_workers"
+TAG_DASK_SCHEDULER: Final = "pystock.dask_scheduler"
 TAG_RUN_KEY: Final = "pystock.run_key"
 TAG_SKIPPED_FOR: Final = "pystock.skipped_for"
 DECISION_ARTIFACT: Final = "decision.json"

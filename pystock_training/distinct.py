@@ -79,21 +79,53 @@ def distinct_rows(features: pd.DataFrame) -> DistinctRows:
     matrix = features.to_numpy()
     if matrix.dtype != np.int8 or matrix.ndim != 2 or len(matrix) == 0:
         return unmerged
-    low = matrix.min(axis=0).astype(np.int64)
-    radix = matrix.max(axis=0).astype(np.int64) - low + 1
-    n_codes = math.prod(int(size) for size in radix)
-    if n_codes > MAX_CODES:
+    space = CodeSpace.of(matrix.min(axis=0), matrix.max(axis=0))
+    if space is None:
         return unmerged
-    strides = np.concatenate([[1], np.cumprod(radix[:-1])]).astype(np.int64)
-    codes = np.zeros(len(matrix), dtype=np.int32)
-    for column, (offset, stride) in enumerate(zip(low, strides, strict=True)):
-        codes += (matrix[:, column].astype(np.int32) - int(offset)) * int(stride)
-    present = np.flatnonzero(np.bincount(codes, minlength=n_codes))
+    codes = space.encode(matrix)
+    present = np.flatnonzero(np.bincount(codes, minlength=space.n_codes))
     if len(present) * MIN_REPEATS > len(matrix):
         return unmerged
-    slot = np.empty(n_codes, dtype=np.int32)
+    slot = np.empty(space.n_codes, dtype=np.int32)
     slot[present] = np.arange(len(present), dtype=np.int32)
-    rows = np.empty((len(present), matrix.shape[1]), dtype=np.int8)
-    for column, (offset, stride, size) in enumerate(zip(low, strides, radix, strict=True)):
-        rows[:, column] = present // stride % size + offset
-    return DistinctRows(pd.DataFrame(rows, columns=features.columns, copy=False), slot[codes])
+    rows = pd.DataFrame(space.decode(present), columns=features.columns, copy=False)
+    return DistinctRows(rows, slot[codes])
+
+
+@dataclass(frozen=True)
+class CodeSpace:
+    """Mixed-radix codes of int8 rows: column ``j`` is digit ``j`` in base ``high[j] - low[j] + 1``."""
+
+    low: np.ndarray
+    radix: np.ndarray
+
+    @classmethod
+    def of(cls, low: np.ndarray, high: np.ndarray) -> CodeSpace | None:
+        """The code space of rows between ``low`` and ``high`` per column; None beyond ``MAX_CODES``."""
+        low = np.asarray(low, dtype=np.int64)
+        radix = np.asarray(high, dtype=np.int64) - low + 1
+        if math.prod(int(size) for size in radix) > MAX_CODES:
+            return None
+        return cls(low, radix)
+
+    @property
+    def n_codes(self) -> int:
+        return math.prod(int(size) for size in self.radix)
+
+    @property
+    def strides(self) -> np.ndarray:
+        return np.concatenate([[1], np.cumprod(self.radix[:-1])]).astype(np.int64)
+
+    def encode(self, matrix: np.ndarray) -> np.ndarray:
+        """Each row's code, as int32, a column at a time."""
+        codes = np.zeros(len(matrix), dtype=np.int32)
+        for column, (offset, stride) in enumerate(zip(self.low, self.strides, strict=True)):
+            codes += (matrix[:, column].astype(np.int32) - int(offset)) * int(stride)
+        return codes
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """The int8 rows of ``codes``, in their order."""
+        rows = np.empty((len(codes), len(self.radix)), dtype=np.int8)
+        for column, (offset, stride, size) in enumerate(zip(self.low, self.strides, self.radix, strict=True)):
+            rows[:, column] = codes // stride % size + offset
+        return rows

@@ -331,6 +331,26 @@ PARAMETERS: Final[tuple[Param, ...]] = (
         entry_points=("main",),
         in_run_key=False,
     ),
+    # local and dask give the same model on a table of flags, but float features are binned per
+    # worker on a cluster: the engine can change the model, the scheduler's address cannot.
+    Param(
+        "engine",
+        str,
+        config.ENGINE,
+        "local: train in this process; dask: on a Dask cluster (dask_scheduler, else an embedded one).",
+        entry_points=TRAINING,
+        in_run_key=True,
+        limits=Choices(config.ENGINES),
+    ),
+    Param(
+        "dask_scheduler",
+        str,
+        config.DASK_SCHEDULER,
+        "With engine=dask: the scheduler address (tcp://host:8786); empty: DASK_SCHEDULER_ADDRESS, "
+        "else an embedded LocalCluster sized to this machine.",
+        entry_points=TRAINING,
+        in_run_key=False,
+    ),
     Param(
         "reap_after_hours",
         float,

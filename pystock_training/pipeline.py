@@ -21,7 +21,8 @@ from mlflow.utils.mlflow_tags import (
 )
 
 from pystock_training import config
-from pystock_training.digest import check_regular_file, file_digest
+from pystock_training.dask_engine import check_scheduler
+from pystock_training.data.parts import check_source, source_digest
 from pystock_training.errors import PystockError
 from pystock_training.params import PipelineParams, check_params
 from pystock_training.provenance import PROJECT_ROOT, code_fingerprint
@@ -104,13 +105,16 @@ def run_pipeline(
         # the `mlflow run` CLI fail after creating the run, leaving it RUNNING forever.
         check_params(asdict(params))
         # The run key hashes the file before any step reads it: a FIFO would block that forever
-        # and /dev/zero never end, so only a regular file gets that far.
-        data_file = check_regular_file(params.data_file)
+        # and /dev/zero never end, so only a regular file (or parts that exist) gets that far.
+        data_file = check_source(params.data_file)
+        if params.engine == "dask":
+            # An unreachable scheduler fails here, in seconds, before a step run exists.
+            check_scheduler(params.dask_scheduler)
 
         reap_orphans(run.info.experiment_id, params.reap_after_hours, exclude_run_id=run.info.run_id)
         # train_model checks that the bytes it trains on hash to this, so the key, the digest
         # and the model all describe one version of the file.
-        data_digest = file_digest(data_file).sha256
+        data_digest = source_digest(data_file).sha256
         key = run_key(data_digest, code_fingerprint(), params.run_key_params())
         mlflow.set_tag(config.TAG_RUN_KEY, key)
         previous = previous_run(run.info.experiment_id, key, exclude_run_id=run.info.run_id)
@@ -130,7 +134,7 @@ def run_pipeline(
             "train_model",
             params.for_step("train_model")
             | {
-                "data_file": str(data_file.resolve()),
+                "data_file": data_file,
                 "predictions_file": str(predictions_file),
                 "data_digest": data_digest,
             },

@@ -24,7 +24,7 @@ from mlflow.entities import Run
 from mlflow.utils.mlflow_tags import MLFLOW_PROJECT_ENTRY_POINT
 
 from pystock_training import config
-from pystock_training.digest import check_regular_file, file_digest
+from pystock_training.data.parts import check_source, source_digest
 from pystock_training.errors import DataError
 from pystock_training.params import RUN_KEY_PARAMETERS, PipelineParams
 from pystock_training.provenance import code_fingerprint
@@ -53,7 +53,7 @@ def run_key(data_digest: str, code: str, params: dict[str, object]) -> str:
 
 def compute_run_key(data_file: str | Path, params: dict[str, object]) -> str:
     """The run key of a pipeline over this file (hashed in chunks) with these parameters."""
-    return run_key(file_digest(data_file).sha256, code_fingerprint(), params)
+    return run_key(source_digest(data_file).sha256, code_fingerprint(), params)
 
 
 def previous_run(experiment_id: str, key: str, exclude_run_id: str | None = None) -> Run | None:
@@ -154,7 +154,7 @@ def main(data_file: str) -> None:
     configure_logging()
     try:
         # The same check and line as main's: a FIFO or a device would hang the hash below.
-        path = check_regular_file(data_file)
+        path = check_source(data_file)
     except DataError as exc:
         logger.error("%s", exc)
         sys.exit(1)

@@ -88,6 +88,7 @@ def test_a_copy_without_git_is_fingerprinted_by_its_sources(tmp_path: Path) -> N
 NOT_IN_RUN_KEY = {
     "data_file": "the key hashes the file's bytes instead, so a renamed copy is the same data",
     "threshold": "turns the same probabilities into labels; the model does not change",
+    "dask_scheduler": "where the dask engine runs, not what it trains (the engine is in the key)",
 }
 ALSO_IN_RUN_KEY = {"allow_schema_change": "a rejection for a changed input contract is final"}
 

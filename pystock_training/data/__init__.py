@@ -57,10 +57,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def load_dataset(path: str | Path, prefix_sizes: tuple[int, ...] = ()) -> Dataset:
+def load_dataset(path: str | Path, prefix_sizes: tuple[int, ...] = (), *, whole: bool = True) -> Dataset:
     """Read and validate a training table (CSV or Parquet), hashing its bytes as they are parsed.
 
     ``prefix_sizes``: offsets whose prefix digests ``Dataset.digest`` keeps (see digest.py).
+    ``whole=False`` reads one part of a partitioned table (see ``table.validate_table``).
 
     Raises:
         DataError: The file is missing, unreadable or breaks the data contract.
@@ -77,13 +78,14 @@ def load_dataset(path: str | Path, prefix_sizes: tuple[int, ...] = ()) -> Datase
             if head.startswith(PARQUET_MAGIC):
                 # Parquet is read from its footer backwards, so the bytes are held once, hashed.
                 table, layout = read_parquet(path, pa.py_buffer(stream.read()))
-                dataset = validate_table(path, table, layout, reader.finish())
+                dataset = validate_table(path, table, layout, reader.finish(), whole=whole)
             else:
-                dataset = load_csv(path, head, stream, reader, prefix_sizes)
+                dataset = load_csv(path, head, stream, reader, prefix_sizes, whole=whole)
     except OSError as exc:
         raise DataError(path, f"cannot be read ({exc.strerror})") from exc
     features = dataset.features.to_numpy()
-    logger.info(
+    log = logger.info if whole else logger.debug
+    log(
         "loaded %s: %d rows, %d %s features, %.1f%% up",
         path,
         dataset.n_rows,

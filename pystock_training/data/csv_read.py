@@ -29,9 +29,17 @@ from pystock_training.errors import DataError
 
 
 def load_csv(
-    path: Path, head: bytes, stream: io.BufferedReader, reader: HashingReader, prefix_sizes: tuple[int, ...]
+    path: Path,
+    head: bytes,
+    stream: io.BufferedReader,
+    reader: HashingReader,
+    prefix_sizes: tuple[int, ...],
+    *,
+    whole: bool = True,
 ) -> Dataset:
     """Read the CSV whose first bytes are ``head`` from ``stream``, which hashes through ``reader``.
+
+    ``whole``: see ``table.validate_table``.
 
     Raises:
         DataError: The file breaks the data contract.
@@ -47,7 +55,7 @@ def load_csv(
     read_options = pa_csv.ReadOptions(column_names=read_names, skip_rows=layout.skip_lines)
     streamed = _stream_small_integers(path, stream, read_options, names)
     if streamed is not None:
-        return checked_dataset(path, *streamed, layout, reader.finish())
+        return checked_dataset(path, *streamed, layout, reader.finish(), whole=whole)
     # Anything the int8 stream refused (a fraction, a large value, a missing cell, a typo)
     # takes the general path: float32, which either reads the file or explains what is wrong.
     # It parses the file again from its start, so it hashes it again: the digest is always of
@@ -64,7 +72,7 @@ def load_csv(
             )
         except pa.ArrowInvalid as exc:
             raise DataError(path, explain_csv_error(path, exc, read_names, layout)) from exc
-        return validate_table(path, table, layout, reader.finish())
+        return validate_table(path, table, layout, reader.finish(), whole=whole)
 
 
 def _stream_small_integers(

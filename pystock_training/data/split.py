@@ -51,12 +51,8 @@ def split_rows(
     if problem:
         raise DataError(source, problem)
     n_rows = len(labels)
-    # Same rounding as sklearn's train_test_split, so both splits size the test set alike.
-    n_test = math.ceil(test_size * n_rows)
-    n_fit = n_rows - n_test
-    n_validation = math.ceil(validation_fraction * n_fit)
-    if n_test < 1 or n_fit - n_validation < 1 or n_validation < 1:
-        raise DataError(source, f"{n_rows} rows are too few for test_size={test_size}")
+    train_end, n_fit = time_split_bounds(n_rows, test_size, validation_fraction, source)
+    n_validation = n_fit - train_end
 
     if split == "time":
         parts = Split(
@@ -78,6 +74,26 @@ def split_rows(
                 "it needs both classes (use more rows or another test_size)",
             )
     return parts
+
+
+def time_split_bounds(
+    n_rows: int,
+    test_size: float,
+    validation_fraction: float = config.VALIDATION_FRACTION,
+    source: str | Path = "data",
+) -> tuple[int, int]:
+    """Where the training part ends and the test part starts, as row positions, for both splits' sizes.
+
+    Raises:
+        DataError: A part would be empty.
+    """
+    # Same rounding as sklearn's train_test_split, so both splits size the test set alike.
+    n_test = math.ceil(test_size * n_rows)
+    n_fit = n_rows - n_test
+    n_validation = math.ceil(validation_fraction * n_fit)
+    if n_test < 1 or n_fit - n_validation < 1 or n_validation < 1:
+        raise DataError(source, f"{n_rows} rows are too few for test_size={test_size}")
+    return n_fit - n_validation, n_fit
 
 
 def holdout_rows(n_rows: int, *, split: str, test_size: float, random_state: int) -> Rows:

@@ -27,7 +27,7 @@ class Dataset:
     """A validated training table.
 
     Attributes:
-        path: The file it was read from, resolved.
+        path: The file it was read from, resolved (for parts: the folder, or the glob or URL).
         features: Columns named ``f0..f{n-1}`` whatever the file called them, so a model's
             signature does not depend on the file's header; all int8 or all float32 (see the
             module docstring), backed by one C-ordered matrix that ``features.to_numpy()``
@@ -37,7 +37,7 @@ class Dataset:
             pass, with the prefix digests asked for.
     """
 
-    path: Path
+    path: Path | str
     features: pd.DataFrame
     labels: np.ndarray
     digest: FileDigest
@@ -60,8 +60,8 @@ class Layout:
     skip_lines: int | None  # CSV lines before the first data row; None for Parquet (rows)
     column_offset: int = 0  # file columns before the first feature (1 with an index column)
 
-    def where(self, path: Path, row: int) -> str:
-        if self.skip_lines is None:
+    def where(self, path: Path | str, row: int) -> str:
+        if self.skip_lines is None or not isinstance(path, Path):
             return f"row {row + 1}"
         return f"line {csv_line_of_row(path, row, self.skip_lines)}"
 
@@ -81,13 +81,18 @@ def csv_line_of_row(path: Path, row: int, skip_lines: int) -> int:
     return row + 1 + skip_lines
 
 
-def validate_table(path: Path, table: pa.Table, layout: Layout, digest: FileDigest) -> Dataset:
+def validate_table(
+    path: Path, table: pa.Table, layout: Layout, digest: FileDigest, *, whole: bool = True
+) -> Dataset:
     """Check a table of features ``f0..`` and ``LABEL_COLUMN`` and make it a ``Dataset``.
+
+    ``whole=False`` is for one part of a partitioned table: every row is checked, but the checks
+    of the table as a whole (enough rows, both classes) are left to the caller.
 
     Raises:
         DataError: The rows break the data contract (labels, row count, infinite values).
     """
-    _check_row_count(path, table.num_rows)
+    _check_row_count(path, table.num_rows, whole)
     label = table[LABEL_COLUMN]
     if label.null_count == table.num_rows and layout.skip_lines is not None:
         # A label empty on every line is not a missing label but a CSV whose lines end with a
@@ -100,27 +105,35 @@ def validate_table(path: Path, table: pa.Table, layout: Layout, digest: FileDige
     if label.null_count:
         raise DataError(path, f"missing label at {layout.where(path, _first_true(pc.is_null(label)))}")
     columns = table.drop_columns([LABEL_COLUMN]).columns
-    return checked_dataset(path, _feature_matrix(columns, table.num_rows), label.to_numpy(), layout, digest)
+    return checked_dataset(
+        path, _feature_matrix(columns, table.num_rows), label.to_numpy(), layout, digest, whole=whole
+    )
 
 
-def _check_row_count(path: Path, n_rows: int) -> None:
+def _check_row_count(path: Path, n_rows: int, whole: bool = True) -> None:
     if n_rows == 0:
         raise DataError(path, "no data rows")
-    if n_rows < config.MIN_ROWS:
+    if whole and n_rows < config.MIN_ROWS:
         raise DataError(path, f"too few rows: {n_rows}, need at least {config.MIN_ROWS}")
 
 
 def checked_dataset(
-    path: Path, matrix: np.ndarray, label_values: np.ndarray, layout: Layout, digest: FileDigest
+    path: Path | str,
+    matrix: np.ndarray,
+    label_values: np.ndarray,
+    layout: Layout,
+    digest: FileDigest,
+    *,
+    whole: bool = True,
 ) -> Dataset:
-    """Check the labels and wrap the feature matrix, without copying it."""
-    _check_row_count(path, len(label_values))
+    """Check the labels and wrap the feature matrix, without copying it (``whole``: see above)."""
+    _check_row_count(path, len(label_values), whole)
     bad = np.flatnonzero((label_values != 0) & (label_values != 1))
     if len(bad):
         row = int(bad[0])
         raise DataError(path, f"label {label_values[row]:g} at {layout.where(path, row)}, expected 0 or 1")
     labels = label_values.astype(np.int8, copy=False)
-    if len(np.unique(labels)) < 2:
+    if whole and labels.min() == labels.max():
         raise DataError(path, f"every label is {labels[0]}; training needs both classes")
     if matrix.dtype.kind == "f":
         # Checked on the float32 matrix, not the file's values: a float64 beyond float32's range

@@ -1,0 +1,437 @@
+"""The dask engine: train_model's work spread over a Dask cluster, part by part.
+
+The client (the train_model process) never holds the table. It asks the workers for:
+
+1. a scan of every part: rows, the per-column range of int8 flags, the sha256 (the manifest
+   digest, data/parts.py) and the data contract's checks, each error naming the part and line;
+2. for a table of int8 flags, the count of each distinct row (its mixed-radix code) in the
+   training and validation rows: a map-reduce bounded by the code space (16,384 codes for 14
+   flags), not by the rows. The client trains on the merged rows exactly as the local engine
+   does (distinct.py), so both give the same model up to float rounding. Any other table
+   trains with ``xgboost.dask.train`` on ``DaskQuantileDMatrix``, whose bins depend on how the
+   rows are spread over the workers: the run records how many took part;
+3. the test predictions of each part, returned as Arrow tables that the client writes as the
+   parts of the predictions folder as they arrive, a few at a time, so memory stays bounded.
+
+The split is ``time`` only: the last ``test_size`` of rows over all parts are the test set and
+the validation rows end the training part, as with one file. A random split needs every row's
+position in one process, which is what this engine avoids.
+
+Task functions are module-level so that the workers, which import this package, can run them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pystock_training import config
+from pystock_training.data.parts import Part, load_part, manifest_digest
+from pystock_training.data.split import time_split_bounds
+from pystock_training.data.table import LABEL_COLUMN, feature_names
+from pystock_training.digest import FileDigest
+from pystock_training.distinct import CodeSpace, distinct_rows
+from pystock_training.errors import DataError, PystockError, first_line
+from pystock_training.handoff import predictions_table
+
+if TYPE_CHECKING:
+    import xgboost as xgb
+    from distributed import Client
+
+logger = logging.getLogger(__name__)
+
+# How long to wait for a scheduler to answer, and then for its first worker.
+CONNECT_TIMEOUT_S = 10.0
+WORKER_WAIT_S = 60.0
+# Tasks in flight per worker: enough to keep every worker busy, few enough that results
+# waiting to be gathered stay small.
+TASKS_PER_WORKER = 2
+T = TypeVar("T")
+
+
+def scheduler_address(given: str) -> str:
+    """The scheduler to use: ``given``, else ``DASK_SCHEDULER_ADDRESS`` (as Dask reads it), else ""."""
+    if given:
+        return given
+    import dask
+
+    return str(dask.config.get("scheduler-address", None) or "")
+
+
+@contextmanager
+def dask_client(given: str = "") -> Iterator[Client]:
+    """A client of the scheduler ``scheduler_address(given)`` names, or of an embedded ``LocalCluster``.
+
+    The embedded cluster has one single-threaded worker process per core (XGBoost and pandas
+    each run one thread per task) and shares the machine's memory among them; it closes with
+    the block. A scheduler that does not answer within ``CONNECT_TIMEOUT_S``, or has no worker
+    within ``WORKER_WAIT_S``, fails here, before any work.
+
+    Raises:
+        PystockError: The scheduler is unreachable or has no workers.
+    """
+    from distributed import Client, LocalCluster
+
+    address = scheduler_address(given)
+    if not address:
+        n_workers = _cores()
+        logger.info("starting an embedded Dask LocalCluster: %d workers of 1 thread", n_workers)
+        with (
+            LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            ) as cluster,
+            Client(cluster, set_as_default=True) as client,
+        ):
+            yield client
+        return
+    try:
+        client = Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=True)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise PystockError(
+            f"dask scheduler {address} did not answer within {CONNECT_TIMEOUT_S:g} s: {first_line(exc)}"
+        ) from exc
+    with client:
+        try:
+            client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+        except (OSError, TimeoutError) as exc:
+            raise PystockError(f"dask scheduler {address} has no workers after {WORKER_WAIT_S:g} s") from exc
+        logger.info("connected to the Dask scheduler %s: %d workers", address, n_workers_of(client))
+        yield client
+
+
+def check_scheduler(given: str) -> None:
+    """Connect to the scheduler ``given`` (or ``DASK_SCHEDULER_ADDRESS``) and let go; none: nothing.
+
+    Raises:
+        PystockError: It does not answer or has no workers.
+    """
+    if scheduler_address(given):
+        with dask_client(given):
+            pass
+
+
+def n_workers_of(client: Client) -> int:
+    return len(client.scheduler_info().get("workers", {}))
+
+
+def _cores() -> int:
+    import os
+
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class PartScan:
+    """What the scan of one part found."""
+
+    rows: int
+    n_features: int
+    # Per-column minimum and maximum when every feature is an int8 flag, else None.
+    low: np.ndarray | None
+    high: np.ndarray | None
+    positives: int
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each part's rows sit in the table, and where the time split cuts it."""
+
+    parts: tuple[Part, ...]
+    offsets: tuple[int, ...]  # the global position of each part's first row
+    rows: tuple[int, ...]
+    train_end: int  # validation rows start here
+    fit_end: int  # test rows start here
+
+    @property
+    def n_rows(self) -> int:
+        return self.offsets[-1] + self.rows[-1]
+
+    def overlapping(self, low: int, high: int) -> list[int]:
+        """The indices of the parts with rows in ``[low, high)``."""
+        return [
+            index
+            for index, (offset, rows) in enumerate(zip(self.offsets, self.rows, strict=True))
+            if offset < high and offset + rows > low
+        ]
+
+
+def scan_part(part: Part) -> PartScan:
+    """Read and check one part; its size and digest, and the range of each int8 column."""
+    dataset = load_part(part)
+    matrix = dataset.features.to_numpy()
+    int8 = matrix.dtype == np.int8
+    return PartScan(
+        rows=dataset.n_rows,
+        n_features=matrix.shape[1],
+        low=matrix.min(axis=0) if int8 else None,
+        high=matrix.max(axis=0) if int8 else None,
+        positives=int(dataset.labels.sum()),
+        sha256=dataset.digest.sha256,
+        size=dataset.digest.size,
+    )
+
+
+def _rows_in(part: Part, offset: int, low: int, high: int) -> tuple[np.ndarray, np.ndarray]:
+    """The features and labels of the part's rows whose global positions lie in ``[low, high)``."""
+    dataset = load_part(part)
+    start, stop = max(low - offset, 0), min(high - offset, dataset.n_rows)
+    return dataset.features.to_numpy()[start:stop], dataset.labels[start:stop]
+
+
+def count_codes(
+    part: Part, offset: int, ranges: tuple[tuple[int, int], ...], space: CodeSpace
+) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    """For each global row range, the count of each code among the part's rows in it, and of its positives."""
+    dataset = load_part(part)
+    matrix = dataset.features.to_numpy()
+    counts: list[tuple[np.ndarray, np.ndarray] | None] = []
+    for low, high in ranges:
+        start, stop = max(low - offset, 0), min(high - offset, dataset.n_rows)
+        if start >= stop:
+            counts.append(None)
+            continue
+        codes = space.encode(matrix[start:stop])
+        counts.append(
+            (
+                np.bincount(codes, minlength=space.n_codes),
+                np.bincount(codes, weights=dataset.labels[start:stop], minlength=space.n_codes).astype(
+                    np.int64
+                ),
+            )
+        )
+    return counts
+
+
+def load_range(item: tuple[Part, int], low: int, high: int) -> pd.DataFrame:
+    """The part's rows in the global range ``[low, high)`` as features ``f0..`` and ``label`` (float path)."""
+    part, offset = item
+    features, labels = _rows_in(part, offset, low, high)
+    # float32 whatever the part's own type: every partition of the frame has the same dtypes.
+    frame = pd.DataFrame(features.astype(np.float32), columns=feature_names(features.shape[1]), copy=False)
+    frame[LABEL_COLUMN] = labels
+    return frame
+
+
+@dataclass(frozen=True)
+class PredictTask:
+    """What every predict task shares (scattered once to the workers)."""
+
+    booster: xgb.Booster
+    champion: xgb.Booster | None
+    # Test rows at or beyond this position are ones the champion never trained on.
+    clean_start: int
+    threshold: float
+    prior: float
+
+
+def predict_part(
+    part: Part, offset: int, test_start: int, task: PredictTask
+) -> tuple[pa.Table, pd.DataFrame]:
+    """The predictions table of the part's test rows, and its first rows as an input example."""
+    from pystock_training.model import predict_proba
+
+    features, labels = _rows_in(part, offset, test_start, sys.maxsize)
+    frame = pd.DataFrame(features, columns=feature_names(features.shape[1]), copy=False)
+    rows = distinct_rows(frame)
+    y_proba = rows.predict(lambda distinct: predict_proba(task.booster, distinct))
+    champion_proba = None
+    if task.champion is not None:
+        first = max(test_start, offset)
+        clean = np.arange(first, first + len(labels)) >= task.clean_start
+        champion_proba = np.full(len(labels), np.nan)
+        if clean.any():
+            clean_rows = distinct_rows(frame[clean] if not clean.all() else frame)
+            champion_proba[clean] = clean_rows.predict(
+                lambda distinct: predict_proba(task.champion, distinct)
+            )
+    table = predictions_table(labels, y_proba, task.threshold, task.prior, champion_proba)
+    return table, frame.iloc[: config.EXAMPLE_ROWS].astype(np.float64)
+
+
+def run_bounded(
+    client: Client, function: Callable[..., T], calls: Iterable[tuple[Any, ...]], **shared: Any
+) -> Iterator[tuple[int, T]]:
+    """``function(*call, **shared)`` for each call on the cluster, a few in flight per worker.
+
+    Yields ``(index of the call, result)`` as they complete; a failed task raises its error here.
+    """
+    from distributed import as_completed
+
+    pending = list(enumerate(calls))
+    pending.reverse()
+    window = max(1, TASKS_PER_WORKER * max(1, n_workers_of(client)))
+    running = as_completed()
+    index_of = {}
+
+    def submit() -> None:
+        index, call = pending.pop()
+        future = client.submit(function, *call, **shared, pure=False)
+        index_of[future.key] = index
+        running.add(future)
+
+    for _ in range(min(window, len(pending))):
+        submit()
+    for future in running:
+        result = future.result()
+        index = index_of.pop(future.key)
+        future.release()
+        if pending:
+            submit()
+        yield index, result
+
+
+def scan(client: Client, parts: list[Part]) -> list[PartScan]:
+    """Scan every part on the cluster; the table's column count must agree across parts.
+
+    Raises:
+        DataError: A part breaks the data contract or has another number of columns.
+    """
+    scans: list[PartScan | None] = [None] * len(parts)
+    for index, result in run_bounded(client, scan_part, ((part,) for part in parts)):
+        scans[index] = result
+    done = [result for result in scans if result is not None]
+    for part, result in zip(parts, done, strict=True):
+        if result.n_features != done[0].n_features:
+            raise DataError(
+                part.url,
+                f"has {result.n_features} feature columns, the first part ({parts[0].name}) "
+                f"has {done[0].n_features}",
+            )
+    return done
+
+
+def layout_of(source: str, parts: list[Part], scans: list[PartScan], test_size: float) -> Layout:
+    """The parts' offsets and the time split's cut points, after the checks of the whole table.
+
+    Raises:
+        DataError: Too few rows, a single class, or a part of the split would be empty.
+    """
+    rows = [result.rows for result in scans]
+    n_rows = sum(rows)
+    if n_rows < config.MIN_ROWS:
+        raise DataError(source, f"too few rows: {n_rows}, need at least {config.MIN_ROWS}")
+    positives = sum(result.positives for result in scans)
+    if positives in (0, n_rows):
+        raise DataError(source, f"every label is {int(positives > 0)}; training needs both classes")
+    train_end, fit_end = time_split_bounds(n_rows, test_size, source=source)
+    offsets = np.concatenate([[0], np.cumsum(rows[:-1])]).astype(int)
+    return Layout(tuple(parts), tuple(int(o) for o in offsets), tuple(rows), train_end, fit_end)
+
+
+def table_digest(scans: list[PartScan]) -> FileDigest:
+    """The manifest digest of the scanned parts (data/parts.py)."""
+    return manifest_digest([(result.sha256, result.size) for result in scans])
+
+
+def code_space(scans: list[PartScan]) -> CodeSpace | None:
+    """The code space of the whole table when it is int8 flags within ``MAX_CODES`` codes, else None."""
+    if any(result.low is None for result in scans):
+        return None
+    low = np.min([result.low for result in scans], axis=0)
+    high = np.max([result.high for result in scans], axis=0)
+    space = CodeSpace.of(low, high)
+    if space is not None:
+        logger.info("int8 flags: counting %d possible distinct rows on the workers", space.n_codes)
+    return space
+
+
+@dataclass(frozen=True)
+class MergedRows:
+    """Distinct rows with their counts and mean labels: what the local engine trains on."""
+
+    rows: pd.DataFrame
+    labels: np.ndarray
+    weights: np.ndarray
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.weights.sum())
+
+    @property
+    def positives(self) -> int:
+        return round(float((self.labels * self.weights).sum()))
+
+
+def merged_rows(client: Client, layout: Layout, space: CodeSpace) -> tuple[MergedRows, MergedRows]:
+    """The training and validation rows merged by code, counted part by part on the workers."""
+    ranges = ((0, layout.train_end), (layout.train_end, layout.fit_end))
+    totals = [np.zeros(space.n_codes, dtype=np.int64) for _ in ranges]
+    positives = [np.zeros(space.n_codes, dtype=np.int64) for _ in ranges]
+    indices = layout.overlapping(0, layout.fit_end)
+    calls = ((layout.parts[index], layout.offsets[index]) for index in indices)
+    for _, counts in run_bounded(client, count_codes, calls, ranges=ranges, space=space):
+        for position, pair in enumerate(counts):
+            if pair is not None:
+                totals[position] += pair[0]
+                positives[position] += pair[1]
+    names = feature_names(len(space.radix))
+    merged = []
+    for total, positive in zip(totals, positives, strict=True):
+        present = np.flatnonzero(total)
+        weights = total[present]
+        merged.append(
+            MergedRows(
+                pd.DataFrame(space.decode(present), columns=names, copy=False),
+                positive[present] / weights,
+                weights,
+            )
+        )
+    return merged[0], merged[1]
+
+
+def train_on_cluster(
+    client: Client, layout: Layout, n_features: int, booster_params: dict[str, Any], params: Any
+) -> tuple[xgb.Booster, dict[str, dict[str, list[float]]], tuple[int, int, int]]:
+    """``xgboost.dask.train`` on the training rows, stopping early on the validation rows.
+
+    Returns the booster cut to its best round, the per-round evaluation history, and the
+    training rows, their positives and the validation rows.
+    """
+    import dask
+    import dask.dataframe as dd
+    import xgboost.dask as xgb_dask
+
+    names = feature_names(n_features)
+    meta = pd.DataFrame({name: pd.Series(dtype=np.float32) for name in names})
+    meta[LABEL_COLUMN] = pd.Series(dtype=np.int8)
+
+    def frame(low: int, high: int) -> Any:
+        items = [(layout.parts[index], layout.offsets[index]) for index in layout.overlapping(low, high)]
+        # Persisted before X and y are taken from it: both then come from the same partitions.
+        return dd.from_map(load_range, items, low=low, high=high, meta=meta, enforce_metadata=False).persist()
+
+    train, validation = frame(0, layout.train_end), frame(layout.train_end, layout.fit_end)
+    dtrain = xgb_dask.DaskQuantileDMatrix(client, train[names], train[LABEL_COLUMN])
+    dvalid = xgb_dask.DaskQuantileDMatrix(client, validation[names], validation[LABEL_COLUMN], ref=dtrain)
+    output = xgb_dask.train(
+        client,
+        booster_params,
+        dtrain,
+        num_boost_round=params.num_boost_round,
+        evals=[(dtrain, "train"), (dvalid, "validation")],
+        early_stopping_rounds=params.early_stopping_rounds if params.early_stopping_rounds > 0 else None,
+        verbose_eval=False,
+    )
+    booster = output["booster"]
+    best = getattr(booster, "best_iteration", None)
+    if best is not None:
+        logger.info("early stopping kept %d of %d rounds", best + 1, booster.num_boosted_rounds())
+        booster = booster[: best + 1]
+    train_rows, positives, validation_rows = dask.compute(
+        train.shape[0], train[LABEL_COLUMN].sum(), validation.shape[0]
+    )
+    return booster, output["history"], (int(train_rows), int(positives), int(validation_rows))
