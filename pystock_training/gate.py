@@ -78,7 +78,11 @@ def _fast_roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
 
 
 def _resample_scorer(
-    metric: str, fn: Callable[[np.ndarray, np.ndarray], float], scores: np.ndarray, size: int
+    metric: str,
+    fn: Callable[[np.ndarray, np.ndarray], float],
+    scores: np.ndarray,
+    size: int,
+    values: np.ndarray | None = None,
 ) -> Callable[[np.ndarray, np.ndarray], float]:
     """``fn(y, scores[rows])`` for the bootstrap's resamples, ROC AUC by counting where it can.
 
@@ -86,13 +90,21 @@ def _resample_scorer(
     value, each resample's ROC AUC comes from counts of positives and negatives per value (the
     Mann-Whitney form, ties counting one half), in time linear in the resample instead of a sort
     of it: the same value to float rounding, several times faster over a thousand resamples.
+    ``values``, when ``scores`` holds only the rows gathered from a longer column, are that
+    column's sorted distinct values: the method and the codes follow the column, so a gathered
+    resample scores exactly as it would with the whole column in memory.
     """
     if metric != "roc_auc":
         return lambda y, rows: fn(y, scores[rows])
-    if scores.min() == scores.max():
-        # A constant (the naive baseline) ties every pair on every resample.
+    if values is None:
+        if scores.min() == scores.max():
+            # A constant (the naive baseline) ties every pair on every resample.
+            return lambda y, rows: 0.5
+        values, codes = np.unique(scores, return_inverse=True)
+    elif len(values) == 1:
         return lambda y, rows: 0.5
-    values, codes = np.unique(scores, return_inverse=True)
+    else:
+        codes = np.searchsorted(values, scores) if len(values) <= size else None
     if len(values) > size:
         return lambda y, rows: fn(y, scores[rows])
     n_values = len(values)
@@ -107,6 +119,20 @@ def _resample_scorer(
         return float((positives * (negatives_below + negatives / 2)).sum() / pairs)
 
     return counted_roc_auc
+
+
+def gathered_scorer(
+    metric: str, scores: np.ndarray, size: int, values: np.ndarray | None
+) -> Callable[[np.ndarray, np.ndarray], float]:
+    """The resample scorer of ``scores`` gathered from a column whose sorted distinct values are ``values``.
+
+    ``values`` is None when the column had more distinct values than were kept (then more than
+    any resample holds); a single value is a constant column.
+    """
+    fn, _ = _metric_fn(metric)
+    if values is None:
+        return lambda y, rows: fn(y, scores[rows])
+    return _resample_scorer(metric, fn, scores, size, values)
 
 
 def _metric_fn(metric: str) -> tuple[Callable[[np.ndarray, np.ndarray], float], bool]:
@@ -176,6 +202,103 @@ def circular_block_indices(starts: np.ndarray, block_length: int, n_rows: int, s
     return (np.asarray(starts)[:, None] + offsets).ravel()[:size] % n_rows
 
 
+class BlockBootstrap:
+    """The resampling of ``paired_bootstrap_ci`` in rounds, so the rows can come from a stream.
+
+    ``draw`` gives the block starts of the resamples still needed (the same random draws in the
+    same order as one resample at a time), the caller gathers the rows they cover, and
+    ``score`` scores them; a resample of a single class is drawn again in the next round, as it
+    would be at once. A resample touches at most ``size`` rows, so a round touches at most
+    ``n_resamples * size`` whatever the rows compared.
+
+    Raises:
+        ValueError: A block length below 1.
+    """
+
+    def __init__(
+        self,
+        n_rows: int,
+        metric: str,
+        *,
+        n_resamples: int = N_RESAMPLES,
+        seed: int = BOOTSTRAP_SEED,
+        max_rows: int = MAX_RESAMPLE_ROWS,
+        confidence: float = CONFIDENCE,
+        block_length: int | None = None,
+    ) -> None:
+        check_gate_metric(metric)
+        self.n_rows, self.metric, self.n_resamples = n_rows, metric, n_resamples
+        self.seed, self.confidence = seed, confidence
+        self.length = block_length_for(n_rows) if block_length is None else block_length
+        if self.length < 1:
+            raise ValueError(f"block_length must be at least 1, got {self.length}")
+        self.size = min(n_rows, max_rows)
+        self.n_blocks = -(-self.size // self.length)
+        self._rng = np.random.default_rng(seed)
+        self._diffs: list[float] = []
+        self._attempts = 0
+        self._drawn = 0
+
+    @property
+    def done(self) -> bool:
+        """Whether every resample has been scored."""
+        return len(self._diffs) >= self.n_resamples
+
+    def draw(self) -> np.ndarray:
+        """The block starts of the next round, one row of ``n_blocks`` starts per resample.
+
+        Raises:
+            ValueError: Ten times ``n_resamples`` resamples were drawn and too many held a single class.
+        """
+        allowed = 10 * self.n_resamples - self._attempts
+        if allowed <= 0:
+            raise ValueError("too few rows of one class to resample; the CI is undefined")
+        count = min(self.n_resamples - len(self._diffs), allowed)
+        # One call per resample: a single call for all of them would draw other numbers.
+        starts = np.stack([self._rng.integers(0, self.n_rows, self.n_blocks) for _ in range(count)])
+        self._attempts += count
+        self._drawn = count
+        return starts
+
+    def score(
+        self,
+        y_true: np.ndarray,
+        rows_of: Callable[[int], np.ndarray],
+        score_candidate: Callable[[np.ndarray, np.ndarray], float],
+        score_champion: Callable[[np.ndarray, np.ndarray], float],
+    ) -> None:
+        """Score the resamples of the last ``draw``; ``rows_of(i)`` indexes resample i in ``y_true``."""
+        for resample in range(self._drawn):
+            rows = rows_of(resample)
+            y = y_true[rows]
+            if y.min() == y.max():  # a resample with one class has no AUC; draw again
+                continue
+            self._diffs.append(oriented_diff(self.metric, score_candidate(y, rows), score_champion(y, rows)))
+        self._drawn = 0
+
+    def result(self, point: float) -> BootstrapCI:
+        """The interval around ``point``, the oriented difference on all rows."""
+        alpha = (1 - self.confidence) / 2
+        low, high = np.quantile(np.array(self._diffs), [alpha, 1 - alpha])
+        if self.size < self.n_rows:
+            # m-out-of-n: the spread of a size-m resample is sqrt(n/m) times too wide.
+            scale = math.sqrt(self.size / self.n_rows)
+            low, high = point + (low - point) * scale, point + (high - point) * scale
+        return BootstrapCI(
+            metric=self.metric,
+            diff=float(point),
+            low=float(low),
+            high=float(high),
+            n_resamples=self.n_resamples,
+            resample_rows=self.size,
+            n_rows=self.n_rows,
+            confidence=self.confidence,
+            seed=self.seed,
+            block_length=self.length,
+            test_rows=self.n_rows,
+        )
+
+
 def paired_bootstrap_ci(
     y_true: np.ndarray,
     candidate: np.ndarray,
@@ -200,7 +323,8 @@ def paired_bootstrap_ci(
     joins blocks of ``block_length`` consecutive rows (default ``block_length_for(n)``; 1 is the
     i.i.d. bootstrap) starting anywhere on the circle of rows. ``point``, the oriented difference
     on all rows, is computed here unless the caller already has it (on millions of rows that
-    costs more than the resamples).
+    costs more than the resamples). The rows are in memory here; ``BlockBootstrap`` resamples
+    rows that stream past.
 
     Raises:
         ValueError: Unknown metric, mismatched lengths, a single class in ``y_true``, or a block
@@ -216,51 +340,31 @@ def paired_bootstrap_ci(
     # min and max, not np.unique: no sort of millions of labels.
     if n_rows == 0 or y_true.min() == y_true.max():
         raise ValueError("the test labels hold a single class")
-    length = block_length_for(n_rows) if block_length is None else block_length
-    if length < 1:
-        raise ValueError(f"block_length must be at least 1, got {length}")
-
+    bootstrap = BlockBootstrap(
+        n_rows,
+        metric,
+        n_resamples=n_resamples,
+        seed=seed,
+        max_rows=max_rows,
+        confidence=confidence,
+        block_length=block_length,
+    )
     fn, _ = _metric_fn(metric)
     if point is None:
         point = oriented_diff(metric, fn(y_true, candidate), fn(y_true, champion))
-    size = min(n_rows, max_rows)
-    n_blocks = -(-size // length)
-    score_candidate = _resample_scorer(metric, fn, candidate, size)
-    score_champion = _resample_scorer(metric, fn, champion, size)
-    rng = np.random.default_rng(seed)
-    diffs = np.empty(n_resamples)
-    done = attempts = 0
-    while done < n_resamples:
-        attempts += 1
-        if attempts > 10 * n_resamples:
-            raise ValueError("too few rows of one class to resample; the CI is undefined")
+    score_candidate = _resample_scorer(metric, fn, candidate, bootstrap.size)
+    score_champion = _resample_scorer(metric, fn, champion, bootstrap.size)
+    length, size = bootstrap.length, bootstrap.size
+    while not bootstrap.done:
+        starts = bootstrap.draw()
         # With blocks of 1 this is the same draw, and the same interval, as the i.i.d. bootstrap.
-        rows = circular_block_indices(rng.integers(0, n_rows, n_blocks), length, n_rows, size)
-        y = y_true[rows]
-        if y.min() == y.max():  # a resample with one class has no AUC; draw again
-            continue
-        diffs[done] = oriented_diff(metric, score_candidate(y, rows), score_champion(y, rows))
-        done += 1
-
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(diffs, [alpha, 1 - alpha])
-    if size < n_rows:
-        # m-out-of-n: the spread of a size-m resample is sqrt(n/m) times too wide.
-        scale = math.sqrt(size / n_rows)
-        low, high = point + (low - point) * scale, point + (high - point) * scale
-    return BootstrapCI(
-        metric=metric,
-        diff=float(point),
-        low=float(low),
-        high=float(high),
-        n_resamples=n_resamples,
-        resample_rows=size,
-        n_rows=n_rows,
-        confidence=confidence,
-        seed=seed,
-        block_length=length,
-        test_rows=n_rows,
-    )
+        bootstrap.score(
+            y_true,
+            lambda resample, starts=starts: circular_block_indices(starts[resample], length, n_rows, size),
+            score_candidate,
+            score_champion,
+        )
+    return bootstrap.result(point)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from functools import partial
 from typing import Final
 
 import numpy as np
+import pandas as pd
 from sklearn import metrics as skm
 
 from pystock_training import config
@@ -31,6 +32,13 @@ PROBA_METRICS: Final[dict[str, Callable[..., float]]] = {
     "average_precision": skm.average_precision_score,
     "log_loss": partial(skm.log_loss, labels=[0, 1]),
 }
+# Distinct probabilities whose rows PredictionCounts merges exactly (about 70 MB of groups at
+# most); past it, rows merge on a grid of probabilities instead. A model of 14 binary flags has at
+# most 16,384.
+MAX_DISTINCT_PROBABILITIES = 1 << 21
+# The grid past that cap: probabilities rounded to multiples of 2**-20 (about 1e-6), which moves
+# ROC AUC and average precision by at most the share of pairs whose scores fall in one cell.
+PROBABILITY_GRID = 1 << 20
 # Their names, and which are better when lower, live in config (parameter checks must not
 # import sklearn); tests/test_metrics.py checks they agree with the functions above.
 
@@ -68,6 +76,141 @@ def group_predictions(y_true: np.ndarray, y_pred: np.ndarray, y_proba: np.ndarra
 
 def _zero_one(values: np.ndarray) -> bool:
     return values.dtype.kind in "iub" and values.min() >= 0 and values.max() <= 1
+
+
+class PredictionCounts:
+    """Rows merged by (label, prediction, probability) batch by batch, in memory bounded by the groups.
+
+    The metrics and curves of the merged rows are those of the rows themselves (see
+    ``group_predictions``); the groups in ``predictions()`` are in the order ``group_predictions``
+    gives, so the same rows in any batches give the same numbers. Past
+    ``MAX_DISTINCT_PROBABILITIES`` distinct probabilities the groups would grow with the rows, so
+    the counts move to a fixed grid (``PROBABILITY_GRID`` cells): the label metrics stay exact,
+    ROC AUC, average precision and the curves become approximations, and log loss is summed
+    exactly from the rows as they pass (``log_loss``). ``approximate`` says which applies.
+    """
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self._proba = np.empty(0)
+        # label * 2 + prediction
+        self._kind = np.empty(0, dtype=np.int64)
+        self._count = np.empty(0, dtype=np.int64)
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._pending_groups = 0
+        self._grid: np.ndarray | None = None
+        self._grid_pending: list[np.ndarray] = []
+        self._grid_pending_rows = 0
+        self._log_loss_sum = 0.0
+
+    @property
+    def approximate(self) -> bool:
+        """Whether the probabilities are rounded to the grid (too many distinct ones to keep)."""
+        return self._grid is not None
+
+    def add(self, y_true: np.ndarray, y_pred: np.ndarray, y_proba: np.ndarray) -> None:
+        """Merge a batch of rows (0/1 labels and predictions, probabilities) into the counts."""
+        if not len(y_true):
+            return
+        self.rows += len(y_true)
+        kind = np.asarray(y_true, dtype=np.int64) * 2 + y_pred
+        if self._grid is not None:
+            self._log_loss_sum += _log_loss_sum(kind >> 1, y_proba)
+            self._add_to_grid(kind, y_proba)
+            return
+        # A hash table, not a sort: several times faster than np.unique on a batch.
+        codes, values = pd.factorize(y_proba, sort=False)
+        counts = np.bincount(codes.astype(np.int64) * 4 + kind, minlength=4 * len(values))
+        present = np.flatnonzero(counts)
+        self._pending.append((values[present >> 2], present & 3, counts[present]))
+        self._pending_groups += len(present)
+        # Merged when the batches' groups outnumber the merged ones: each group is merged a
+        # bounded number of times on average.
+        if self._pending_groups > max(len(self._count), 1 << 16):
+            self._merge()
+
+    def predictions(self) -> Predictions:
+        """The merged rows, weighted by their count."""
+        self._merge()
+        if self._grid is not None:
+            self._flush_grid()
+            present = np.flatnonzero(self._grid)
+            proba, kind, weight = (present >> 2) / PROBABILITY_GRID, present & 3, self._grid[present]
+        else:
+            proba, kind, weight = self._proba, self._kind, self._count
+        return Predictions((kind >> 1) & 1, kind & 1, proba, weight)
+
+    def distinct_probabilities(self) -> np.ndarray | None:
+        """The sorted distinct probabilities, or None when there were too many to keep."""
+        self._merge()
+        return None if self._grid is not None else np.unique(self._proba)
+
+    def log_loss(self) -> float:
+        """The exact log loss of every row added (as sklearn computes it), also on the grid."""
+        if self._grid is None:
+            rows = self.predictions()
+            return _log_loss_sum(rows.y_true, rows.y_proba, rows.weight) / self.rows
+        return self._log_loss_sum / self.rows
+
+    def _merge(self) -> None:
+        if not self._pending:
+            return
+        proba = np.concatenate([self._proba, *(batch[0] for batch in self._pending)])
+        kind = np.concatenate([self._kind, *(batch[1] for batch in self._pending)])
+        count = np.concatenate([self._count, *(batch[2] for batch in self._pending)])
+        self._pending, self._pending_groups = [], 0
+        # Sorted: the groups come out ordered by probability, as group_predictions orders them.
+        codes, values = pd.factorize(proba, sort=True)
+        # Float sums of integer counts are exact below 2**53 rows.
+        summed = np.bincount(codes.astype(np.int64) * 4 + kind, weights=count, minlength=4 * len(values))
+        present = np.flatnonzero(summed)
+        self._proba, self._kind = values[present >> 2], present & 3
+        self._count = summed[present].astype(np.int64)
+        if len(values) > MAX_DISTINCT_PROBABILITIES:
+            self._grid = np.zeros(4 * (PROBABILITY_GRID + 1), dtype=np.int64)
+            self._log_loss_sum = _log_loss_sum(self._kind >> 1, self._proba, self._count)
+            self._grid += np.bincount(
+                _grid_cells(self._kind, self._proba), weights=self._count, minlength=len(self._grid)
+            ).astype(np.int64)
+            self._proba = np.empty(0)
+            self._kind = self._count = np.empty(0, dtype=np.int64)
+
+    def _add_to_grid(self, kind: np.ndarray, y_proba: np.ndarray) -> None:
+        self._grid_pending.append(_grid_cells(kind, y_proba))
+        self._grid_pending_rows += len(kind)
+        # A bincount over the whole grid costs as much as millions of rows: done in bulk.
+        if self._grid is not None and self._grid_pending_rows >= len(self._grid):
+            self._flush_grid()
+
+    def _flush_grid(self) -> None:
+        if self._grid is not None and self._grid_pending:
+            self._grid += np.bincount(np.concatenate(self._grid_pending), minlength=len(self._grid))
+        self._grid_pending, self._grid_pending_rows = [], 0
+
+
+def _grid_cells(kind: np.ndarray, y_proba: np.ndarray) -> np.ndarray:
+    return np.rint(y_proba * PROBABILITY_GRID).astype(np.int64) * 4 + kind
+
+
+def _log_loss_sum(y_true: np.ndarray, y_proba: np.ndarray, weight: np.ndarray | None = None) -> float:
+    """The summed log loss of rows, clipped as sklearn's ``log_loss`` clips (to [eps, 1 - eps])."""
+    eps = np.finfo(np.float64).eps
+    loss = -np.where(
+        y_true == 1, np.log(np.clip(y_proba, eps, 1 - eps)), np.log(np.clip(1 - y_proba, eps, 1 - eps))
+    )
+    return float(loss.sum() if weight is None else (loss * weight).sum())
+
+
+def counted_metrics(counts: PredictionCounts) -> dict[str, float]:
+    """All metrics of counted rows; log loss is exact also when the counts are approximate.
+
+    Raises:
+        ValueError: The labels hold a single class (ROC AUC is undefined).
+    """
+    values = grouped_metrics(counts.predictions())
+    if counts.approximate:
+        values["log_loss"] = counts.log_loss()
+    return values
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, y_proba: np.ndarray) -> dict[str, float]:
@@ -129,9 +272,14 @@ def baseline_rows(rows: Predictions, prior: float) -> Predictions:
     return Predictions(labels[present], y_pred[present], y_proba[present], counts[present])
 
 
-def evaluate_predictions(rows: Predictions, prior: float) -> dict[str, dict[str, float]]:
-    """Model, baseline and lift metrics of grouped predictions, keyed ``model``, ``baseline``, ``lift``."""
-    model = grouped_metrics(rows)
+def evaluate_predictions(
+    rows: Predictions, prior: float, model: dict[str, float] | None = None
+) -> dict[str, dict[str, float]]:
+    """Model, baseline and lift metrics of grouped predictions, keyed ``model``, ``baseline``, ``lift``.
+
+    ``model`` is the model's metrics on ``rows`` when the caller has them (``counted_metrics``).
+    """
+    model = grouped_metrics(rows) if model is None else model
     baseline = grouped_metrics(baseline_rows(rows, prior))
     return {"model": model, "baseline": baseline, "lift": lift(model, baseline)}
 
