@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from pystock_training.config import INCOMPATIBLE, LOWER_IS_BETTER
 from pystock_training.params import GateParams, check_gate_metric
@@ -104,7 +105,8 @@ def _resample_scorer(
     elif len(values) == 1:
         return lambda y, rows: 0.5
     else:
-        codes = np.searchsorted(values, scores) if len(values) <= size else None
+        # A hash lookup: several times faster than np.searchsorted on millions of rows.
+        codes = pd.Index(values).get_indexer(scores) if len(values) <= size else None
     if len(values) > size:
         return lambda y, rows: fn(y, scores[rows])
     n_values = len(values)

@@ -18,6 +18,7 @@ def evaluation_report(
     lift: BootstrapCI | None = None,
     champion_skipped: str = "",
     artifacts: str = "",
+    approximation: str = "",
 ) -> str:
     """Markdown: the model against the naive baseline and the champion, per metric, the CIs and the plots.
 
@@ -25,6 +26,7 @@ def evaluation_report(
     ``champion_skipped`` says why a champion in the predictions was not compared. ``artifacts``
     is the UI route of the run's artifacts (``#/experiments/<id>/runs/<id>/artifacts``): MLflow's
     report viewer shows no images and resolves no relative paths, so the plots are links there.
+    ``approximation`` says why some metrics are approximate (too many distinct probabilities).
     """
     has_champion = "champion" in results
     lines = [
@@ -38,6 +40,7 @@ def evaluation_report(
             else ""
         ),
         "",
+        *([f"Approximate: {approximation}.", ""] if approximation else []),
         "| metric | model | baseline | lift |" + (" champion |" if has_champion else ""),
         "|---|---:|---:|---:|" + ("---:|" if has_champion else ""),
     ]

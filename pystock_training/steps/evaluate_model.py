@@ -6,6 +6,7 @@ It needs sklearn and matplotlib but never xgboost: it reads predictions, not the
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -17,18 +18,18 @@ from mlflow.exceptions import MlflowException
 from pystock_training import config
 from pystock_training.errors import DataError, PystockError, first_line
 from pystock_training.gate import BootstrapCI, oriented_diff, paired_bootstrap_ci, uses_probabilities
-from pystock_training.handoff import read_predictions
 from pystock_training.metrics import (
     baseline_predictions,
     classification_metrics,
+    counted_metrics,
     evaluate_predictions,
     flatten,
-    group_predictions,
 )
 from pystock_training.params import check_gate_metric
-from pystock_training.plots import evaluation_figures
+from pystock_training.plots import grouped_figures
+from pystock_training.predictions_stream import PredictionsSummary, bootstrap_cis, summarize
 from pystock_training.report import evaluation_report
-from pystock_training.scratch import out_of_space_reported
+from pystock_training.scratch import out_of_space_reported, scratch_dir
 from pystock_training.tracking import StepTimer, finished_run, log_missing_params, step_run
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,12 @@ def evaluate_model(
     so its page lists them (a registered version links to it as its source model), and the
     predictions file must hash to the sha256 the train run that logged the model recorded: a file
     changed since train_model wrote it is refused, not scored. ``train_run_id`` (the driver
-    passes it) names the finished train run whose model that is, when ``model_uri`` is empty.
+    passes it) names the finished train run whose model that is, when ``model_uri`` is empty; when
+    ``predictions_file`` is not on this machine, its ``predictions`` artifact is read instead.
+
+    ``predictions_file`` is a CSV or a directory of CSV parts (see ``handoff``). It is read twice,
+    batch by batch, and never held whole: memory stays flat from thousands of rows to billions
+    (``predictions_stream``).
 
     Returns:
         The logged metrics.
@@ -92,26 +98,17 @@ def evaluate_model(
                 mlflow.set_tag(config.TAG_MODEL_URI, model_uri)
         model_id = _model_id(model_uri) if model_uri else None
         expected_sha256 = _recorded_predictions_sha256(model_id) if model_id else ""
-        with timer.phase("read_predictions"):
-            frame = read_predictions(predictions_file, sha256=expected_sha256)
-        if expected_sha256:
-            mlflow.set_tag(config.TAG_PREDICTIONS_SHA256, expected_sha256)
-        y_true = frame["y_test"].to_numpy()
-        y_pred = frame["y_pred"].to_numpy()
-        y_proba = frame["y_proba"].to_numpy(dtype=np.float64)
-        baseline_proba = frame["baseline_proba"].to_numpy(dtype=np.float64)
-        prior = float(baseline_proba[0])
-        with timer.phase("metrics"):
-            try:
-                # Grouped once: the metrics and the plots both work from these rows.
-                rows = group_predictions(y_true, y_pred, y_proba)
-                results = evaluate_predictions(rows, prior)
-                lift = lift_ci(y_true, y_pred, y_proba, prior, gate_metric, results["lift"][gate_metric])
-                champion = None
-                if "champion_proba" in frame.columns:
-                    champion = compare_champion(frame, y_true, y_pred, y_proba, gate_metric, results["model"])
-            except ValueError as exc:
-                raise DataError(predictions_file, str(exc)) from exc
+        with ExitStack() as cleanup:
+            source = _local_predictions(Path(predictions_file), train_run_id, cleanup)
+            with timer.phase("read_predictions"):
+                summary = summarize(source, sha256=expected_sha256)
+            if expected_sha256:
+                mlflow.set_tag(config.TAG_PREDICTIONS_SHA256, expected_sha256)
+            with timer.phase("metrics"):
+                try:
+                    results, lift, champion = _score(summary, gate_metric)
+                except ValueError as exc:
+                    raise DataError(predictions_file, str(exc)) from exc
         comparison = champion.ci if champion else None
         if champion and champion.metrics:
             results["champion"] = champion.metrics
@@ -129,7 +126,7 @@ def evaluate_model(
             }
         mlflow.log_metrics(flat, model_id=model_id)
         with timer.phase("plots"):
-            for name, figure in evaluation_figures(y_true, y_pred, y_proba, baseline_proba, rows).items():
+            for name, figure in grouped_figures(summary.model.predictions(), summary.prior).items():
                 mlflow.log_figure(figure, f"plots/{name}")
         record: dict[str, object] = results | {
             "champion_comparison": asdict(comparison) if comparison else None,
@@ -137,15 +134,19 @@ def evaluate_model(
         }
         if champion and champion.skipped:
             record["champion_skipped"] = champion.skipped
+        if summary.approximation:
+            logger.warning("approximate metrics: %s", summary.approximation)
+            record["approximation"] = summary.approximation
         mlflow.log_dict(record, "evaluation.json")
         mlflow.log_text(
             evaluation_report(
                 results,
-                len(frame),
+                summary.n_rows,
                 comparison,
                 lift=lift,
                 champion_skipped=champion.skipped if champion else "",
                 artifacts=f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}/artifacts",
+                approximation=summary.approximation,
             ),
             "evaluation_report.md",
         )
@@ -161,9 +162,87 @@ def evaluate_model(
             f"[{comparison.low:+.4f}, {comparison.high:+.4f}]"
             if comparison
             else "",
-            len(frame),
+            summary.n_rows,
         )
         return flat
+
+
+def _local_predictions(path: Path, train_run_id: str, cleanup: ExitStack) -> Path:
+    """``path``, or the train run's predictions artifact when ``path`` is not on this machine.
+
+    The artifact (``predictions/predictions.csv``, or the parts ``predictions/part-*.csv``) is
+    downloaded into a private scratch folder that ``cleanup`` removes on every way out: the
+    steps may run on different hosts (a Kubernetes job, a worker pool).
+
+    Raises:
+        DataError: Neither the path nor the artifact exists.
+    """
+    if path.exists() or not train_run_id:
+        return path
+    folder = cleanup.enter_context(scratch_dir())
+    try:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=train_run_id, artifact_path=config.PREDICTIONS_ARTIFACT_DIR, dst_path=str(folder)
+            )
+        )
+    except (MlflowException, OSError) as exc:
+        raise DataError(
+            path,
+            f"no such predictions file, nor a {config.PREDICTIONS_ARTIFACT_DIR!r} artifact on train run "
+            f"{train_run_id} ({first_line(exc)})",
+        ) from exc
+    parts = sorted(part.name for part in local.glob("*.csv"))
+    # One predictions.csv is the file train_model wrote; anything else is a directory of parts.
+    source = local / parts[0] if parts == [config.PREDICTIONS_FILE_NAME] else local
+    logger.info(
+        "predictions_file %s is not on this machine: reading train run %s's artifact %r instead (%s)",
+        path,
+        train_run_id,
+        config.PREDICTIONS_ARTIFACT_DIR,
+        "one file" if source.is_file() else f"{len(parts)} parts",
+    )
+    return source
+
+
+def _score(
+    summary: PredictionsSummary, metric: str
+) -> tuple[dict[str, dict[str, float]], BootstrapCI, ChampionResult | None]:
+    """The metrics from the counts, then both intervals from one more pass over the predictions.
+
+    Raises:
+        ValueError: The test labels hold a single class.
+    """
+    results = evaluate_predictions(summary.model.predictions(), summary.prior, counted_metrics(summary.model))
+    champion, champion_point = _champion_metrics(summary, metric, results["model"])
+    lift, comparison = bootstrap_cis(summary, metric, results["lift"][metric], champion_point)
+    if champion and comparison is not None:
+        champion = replace(champion, ci=replace(comparison, test_rows=summary.n_rows))
+    return results, lift, champion
+
+
+def _champion_metrics(
+    summary: PredictionsSummary, metric: str, model: dict[str, float]
+) -> tuple[ChampionResult | None, float | None]:
+    """The champion's metrics on its clean rows and the candidate's oriented difference to it there.
+
+    The CI comes from the bootstrap pass. A comparison that cannot be made (too few clean rows,
+    or one class among them) is skipped with a warning, as ``compare_champion`` skips it.
+    """
+    if summary.champion is None or summary.candidate_clean is None:
+        return None, None
+    n_clean, n_rows = summary.n_clean, summary.n_rows
+    if n_clean < 2 or len(np.unique(summary.champion.predictions().y_true)) < 2:
+        reason = (
+            f"only {n_clean} of {n_rows} test rows are rows it never trained on"
+            if n_clean < 2
+            else f"the {n_clean} of {n_rows} test rows it never trained on hold a single class"
+        )
+        logger.warning("champion not compared: %s", reason)
+        return ChampionResult(n_clean, skipped=reason), None
+    champion = counted_metrics(summary.champion)
+    candidate = model[metric] if n_clean == n_rows else counted_metrics(summary.candidate_clean)[metric]
+    return ChampionResult(n_clean, champion), oriented_diff(metric, candidate, champion[metric])
 
 
 def _model_id(model_uri: str) -> str:
