@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -34,13 +32,15 @@ import pandas as pd
 import pyarrow as pa
 
 from pystock_training import config
-from pystock_training.data.parts import Part, load_part, manifest_digest
+from pystock_training.cluster import run_bounded
+from pystock_training.data.parts import load_part
 from pystock_training.data.split import time_split_bounds
 from pystock_training.data.table import LABEL_COLUMN, feature_names
 from pystock_training.digest import FileDigest
 from pystock_training.distinct import CodeSpace, distinct_rows
-from pystock_training.errors import DataError, PystockError, first_line
+from pystock_training.errors import DataError
 from pystock_training.handoff import predictions_table
+from pystock_training.sources import Part, manifest_digest
 
 if TYPE_CHECKING:
     import xgboost as xgb
@@ -48,88 +48,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# How long to wait for a scheduler to answer, and then for its first worker.
-CONNECT_TIMEOUT_S = 10.0
-WORKER_WAIT_S = 60.0
-# Tasks in flight per worker: enough to keep every worker busy, few enough that results
-# waiting to be gathered stay small.
-TASKS_PER_WORKER = 2
 T = TypeVar("T")
-
-
-def scheduler_address(given: str) -> str:
-    """The scheduler to use: ``given``, else ``DASK_SCHEDULER_ADDRESS`` (as Dask reads it), else ""."""
-    if given:
-        return given
-    import dask
-
-    return str(dask.config.get("scheduler-address", None) or "")
-
-
-@contextmanager
-def dask_client(given: str = "") -> Iterator[Client]:
-    """A client of the scheduler ``scheduler_address(given)`` names, or of an embedded ``LocalCluster``.
-
-    The embedded cluster has one single-threaded worker process per core (XGBoost and pandas
-    each run one thread per task) and shares the machine's memory among them; it closes with
-    the block. A scheduler that does not answer within ``CONNECT_TIMEOUT_S``, or has no worker
-    within ``WORKER_WAIT_S``, fails here, before any work.
-
-    Raises:
-        PystockError: The scheduler is unreachable or has no workers.
-    """
-    from distributed import Client, LocalCluster
-
-    address = scheduler_address(given)
-    if not address:
-        n_workers = _cores()
-        logger.info("starting an embedded Dask LocalCluster: %d workers of 1 thread", n_workers)
-        with (
-            LocalCluster(
-                n_workers=n_workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-                silence_logs=logging.ERROR,
-            ) as cluster,
-            Client(cluster, set_as_default=True) as client,
-        ):
-            yield client
-        return
-    try:
-        client = Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=True)
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise PystockError(
-            f"dask scheduler {address} did not answer within {CONNECT_TIMEOUT_S:g} s: {first_line(exc)}"
-        ) from exc
-    with client:
-        try:
-            client.wait_for_workers(1, timeout=WORKER_WAIT_S)
-        except (OSError, TimeoutError) as exc:
-            raise PystockError(f"dask scheduler {address} has no workers after {WORKER_WAIT_S:g} s") from exc
-        logger.info("connected to the Dask scheduler %s: %d workers", address, n_workers_of(client))
-        yield client
-
-
-def check_scheduler(given: str) -> None:
-    """Connect to the scheduler ``given`` (or ``DASK_SCHEDULER_ADDRESS``) and let go; none: nothing.
-
-    Raises:
-        PystockError: It does not answer or has no workers.
-    """
-    if scheduler_address(given):
-        with dask_client(given):
-            pass
-
-
-def n_workers_of(client: Client) -> int:
-    return len(client.scheduler_info().get("workers", {}))
-
-
-def _cores() -> int:
-    import os
-
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -260,38 +179,6 @@ def predict_part(
             )
     table = predictions_table(labels, y_proba, task.threshold, task.prior, champion_proba)
     return table, frame.iloc[: config.EXAMPLE_ROWS].astype(np.float64)
-
-
-def run_bounded(
-    client: Client, function: Callable[..., T], calls: Iterable[tuple[Any, ...]], **shared: Any
-) -> Iterator[tuple[int, T]]:
-    """``function(*call, **shared)`` for each call on the cluster, a few in flight per worker.
-
-    Yields ``(index of the call, result)`` as they complete; a failed task raises its error here.
-    """
-    from distributed import as_completed
-
-    pending = list(enumerate(calls))
-    pending.reverse()
-    window = max(1, TASKS_PER_WORKER * max(1, n_workers_of(client)))
-    running = as_completed()
-    index_of = {}
-
-    def submit() -> None:
-        index, call = pending.pop()
-        future = client.submit(function, *call, **shared, pure=False)
-        index_of[future.key] = index
-        running.add(future)
-
-    for _ in range(min(window, len(pending))):
-        submit()
-    for future in running:
-        result = future.result()
-        index = index_of.pop(future.key)
-        future.release()
-        if pending:
-            submit()
-        yield index, result
 
 
 def scan(client: Client, parts: list[Part]) -> list[PartScan]:

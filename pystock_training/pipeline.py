@@ -21,13 +21,13 @@ from mlflow.utils.mlflow_tags import (
 )
 
 from pystock_training import config
-from pystock_training.dask_engine import check_scheduler
-from pystock_training.data.parts import check_source, source_digest
+from pystock_training.cluster import check_scheduler
 from pystock_training.errors import PystockError
 from pystock_training.params import PipelineParams, check_params
 from pystock_training.provenance import PROJECT_ROOT, code_fingerprint
 from pystock_training.report import run_description
 from pystock_training.scratch import scratch_dir
+from pystock_training.sources import check_source, source_digest
 from pystock_training.tracking import log_missing_params, step_run
 from pystock_training.trigger import previous_run, reap_orphans, run_key
 

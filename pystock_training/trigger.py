@@ -24,10 +24,10 @@ from mlflow.entities import Run
 from mlflow.utils.mlflow_tags import MLFLOW_PROJECT_ENTRY_POINT
 
 from pystock_training import config
-from pystock_training.data.parts import check_source, source_digest
 from pystock_training.errors import DataError
 from pystock_training.params import RUN_KEY_PARAMETERS, PipelineParams
 from pystock_training.provenance import code_fingerprint
+from pystock_training.sources import check_source, source_digest
 
 logger = logging.getLogger("pystock_training.trigger")  # not __main__ under python -m
 

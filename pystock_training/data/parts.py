@@ -1,174 +1,25 @@
-"""A training table split over part files: a folder, a glob, or an fsspec URL of Parquet/CSV parts.
+"""Reading a table split over part files (see sources.py): part by part, each checked on its own.
 
-The parts are read in sorted name order, which is time order, so the table is their rows one
-part after another. Every part is checked against the data contract on its own, and an error
-names the part (and its line). The checks of the table as a whole (enough rows, both classes)
-apply to all the rows together.
-
-The table's digest is a manifest: the sha256 of one line ``"<part sha256> <part size>\\n"`` per
-part, in order. Its size is the parts' total bytes, and it keeps the manifest digest of every
-leading run of parts as a prefix at that run's total size, so "this table is the champion's parts
-with parts appended" is verified as it is for one file with rows appended. Computing it reads
-every byte once (sha256 at disk speed); nothing else about a part (its name, its date) counts.
+Every part is checked against the data contract on its own, and an error names the part (and its
+line). The checks of the table as a whole (enough rows, both classes) apply to all the rows.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import fsspec
 import numpy as np
 
 from pystock_training.data.table import Dataset, Layout, checked_dataset
-from pystock_training.digest import CHUNK_BYTES, FileDigest, Prefix, file_digest
+from pystock_training.digest import CHUNK_BYTES
 from pystock_training.errors import DataError, first_line
+from pystock_training.sources import Part, list_parts, manifest_digest, source_name
 
 logger = logging.getLogger(__name__)
-
-PART_SUFFIXES = (".parquet", ".pq", ".csv")
-_GLOB_CHARACTERS = frozenset("*?[")
-
-
-@dataclass(frozen=True)
-class Part:
-    """One part file: its local path or fsspec URL, and its size in bytes."""
-
-    url: str
-    size: int
-
-    @property
-    def is_local(self) -> bool:
-        return "://" not in self.url
-
-    @property
-    def name(self) -> str:
-        return self.url.rstrip("/").rsplit("/", 1)[-1]
-
-
-def is_partitioned(data_file: str | Path) -> bool:
-    """Whether ``data_file`` names parts (a folder, a glob or a URL) rather than one local file."""
-    text = str(data_file)
-    if "://" in text or _GLOB_CHARACTERS & set(text):
-        return True
-    return Path(text).expanduser().is_dir()
-
-
-def list_parts(data_file: str | Path) -> list[Part]:
-    """The part files ``data_file`` names, in sorted name order.
-
-    A folder is searched recursively (``year=2026/part-0.parquet`` works); names starting with
-    ``.`` or ``_`` (``_SUCCESS``, ``_metadata``, temp files) and other suffixes are skipped.
-
-    Raises:
-        DataError: Nothing matches, or the folder or bucket cannot be listed.
-    """
-    text = str(data_file)
-    if "://" not in text:
-        text = str(Path(text).expanduser().absolute())
-    try:
-        fs, root = fsspec.core.url_to_fs(text)
-        if _GLOB_CHARACTERS & set(root):
-            found = {path: fs.info(path) for path in fs.glob(root)}
-            found = {
-                path: info
-                for path, info in found.items()
-                if info["type"] == "file" or _expand_dir(fs, path, found)
-            }
-        elif fs.isdir(root):
-            found = fs.find(root, detail=True)
-        else:
-            found = {root: fs.info(root)} if fs.exists(root) else {}
-    except (OSError, ValueError, ImportError) as exc:
-        raise DataError(data_file, f"cannot list the parts ({first_line(exc)})") from exc
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    parts = []
-    for path in sorted(found):
-        info = found[path]
-        name = path.rstrip("/").rsplit("/", 1)[-1]
-        hidden = name.startswith((".", "_"))
-        if info.get("type") != "file" or hidden or not name.lower().endswith(PART_SUFFIXES):
-            continue
-        url = path if protocol in ("file", "local") else fs.unstrip_protocol(path)
-        parts.append(Part(url, int(info.get("size") or 0)))
-    if not parts:
-        raise DataError(data_file, f"no part files ({', '.join(PART_SUFFIXES)}) found")
-    return parts
-
-
-def _expand_dir(fs: fsspec.AbstractFileSystem, path: str, found: dict[str, dict]) -> bool:
-    # A glob that matches folders (data/2026-*) takes the parts inside them.
-    for inner, info in fs.find(path, detail=True).items():
-        found.setdefault(inner, info)
-    return False
-
-
-def source_name(data_file: str | Path) -> Path | str:
-    """How a data source is named in records and errors: a resolved local path, or the URL/glob as given."""
-    text = str(data_file)
-    if "://" in text or _GLOB_CHARACTERS & set(text):
-        return text
-    return Path(text).expanduser().resolve()
-
-
-def check_source(data_file: str | Path) -> str:
-    """``data_file`` as the steps should receive it: a resolved local path, or the URL or glob.
-
-    Raises:
-        DataError: A single file that is missing or not a regular file, or parts that cannot
-            be listed or that do not exist.
-    """
-    from pystock_training.digest import check_regular_file
-
-    if is_partitioned(data_file):
-        list_parts(data_file)
-        return str(source_name(data_file))
-    return str(check_regular_file(data_file))
-
-
-def source_digest(data_file: str | Path) -> FileDigest:
-    """The digest of a data file, or the manifest digest of its parts (see the module docstring).
-
-    Raises:
-        DataError: A file or part is missing, unreadable or not a regular file.
-    """
-    if not is_partitioned(data_file):
-        return file_digest(Path(data_file).expanduser().resolve())
-    return manifest_digest([(part_sha256(part), part.size) for part in list_parts(data_file)])
-
-
-def part_sha256(part: Part) -> str:
-    """The sha256 of one part's bytes, read in chunks.
-
-    Raises:
-        DataError: The part cannot be read.
-    """
-    if part.is_local:
-        return file_digest(Path(part.url)).sha256
-    digest = hashlib.sha256()
-    try:
-        with fsspec.open(part.url, "rb") as handle:
-            for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
-                digest.update(chunk)
-    except (OSError, ValueError) as exc:
-        raise DataError(part.url, f"cannot be read ({first_line(exc)})") from exc
-    return digest.hexdigest()
-
-
-def manifest_digest(records: list[tuple[str, int]]) -> FileDigest:
-    """The manifest digest of parts given as ``(sha256, size)``, with every leading run as a prefix."""
-    digest = hashlib.sha256()
-    prefixes: dict[int, Prefix] = {}
-    total = 0
-    for sha256, size in records:
-        digest.update(f"{sha256} {size}\n".encode())
-        total += size
-        prefixes[total] = Prefix(total, digest.copy().hexdigest(), ends_line=True)
-    return FileDigest(digest.hexdigest(), total, prefixes)
 
 
 def load_part(part: Part) -> Dataset:

@@ -39,9 +39,9 @@ from pystock_training.champion import (
     model_features,
     score_champion,
 )
-from pystock_training.dask_engine import dask_client
+from pystock_training.cluster import cluster_failures, dask_client, n_workers_of
 from pystock_training.data import Dataset, Split, feature_names, load_dataset, split_rows
-from pystock_training.data.parts import is_partitioned, list_parts, load_parts, source_name
+from pystock_training.data.parts import load_parts
 from pystock_training.digest import FileDigest
 from pystock_training.distinct import distinct_rows
 from pystock_training.errors import DataError, PystockError, first_line
@@ -50,6 +50,7 @@ from pystock_training.model import fit, log_model, predict_proba
 from pystock_training.params import TrainParams, check_params
 from pystock_training.provenance import code_version
 from pystock_training.scratch import out_of_space_reported, predictions_path
+from pystock_training.sources import is_partitioned, list_parts, source_name
 from pystock_training.tracking import StepTimer, log_missing_params, step_run
 
 if TYPE_CHECKING:
@@ -111,7 +112,8 @@ def train_model(**values: Any) -> TrainResult:
                 champion = find_champion(params.model_name)
             mlflow.set_tag(config.TAG_ENGINE, params.engine)
             if client is not None:
-                return _train_on_dask(client, params, run, path, champion, timer)
+                with cluster_failures(client):
+                    return _train_on_dask(client, params, run, path, champion, timer)
             return _train_here(params, run, path, champion, timer)
 
 
@@ -202,7 +204,7 @@ def _train_on_dask(
             f"engine=dask takes split=time only, got split={params.split}: a random split needs every "
             "row's position in one process (use engine=local for it)"
         )
-    n_workers = dask_engine.n_workers_of(client)
+    n_workers = n_workers_of(client)
     mlflow.set_tags(
         {config.TAG_DASK_WORKERS: str(n_workers), config.TAG_DASK_SCHEDULER: str(client.scheduler.address)}
     )
