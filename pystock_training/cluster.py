@@ -57,6 +57,8 @@ def dask_client(given: str = "") -> Iterator[Client]:
     """
     from distributed import Client, LocalCluster
 
+    # Its INFO lines (every worker and connection opened and closed) drown the step's own.
+    logging.getLogger("distributed").setLevel(max(logging.WARNING, logging.getLogger().level))
     address = scheduler_address(given)
     if not address:
         n_workers = _cores()
