@@ -285,7 +285,16 @@ def test_server_killed_during_training_fails_cleanly_and_the_next_run_recovers(
 def test_compose_wires_postgres_server_and_trainer() -> None:
     compose = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"postgres", "mlflow", "trainer"}
+    assert set(services) == {"postgres", "mlflow", "trainer", "dask-scheduler", "dask-worker"}
+    # The dask services start only when asked for (--profile dask), from the trainer's image,
+    # able to import the package, with the data where the trainer names it, and no open port.
+    for name in ("dask-scheduler", "dask-worker"):
+        service = services[name]
+        assert service["profiles"] == ["dask"] and service["build"]["target"] == "trainer", name
+        assert service["environment"]["PYTHONPATH"] == "/app" and "ports" not in service, name
+    assert services["dask-worker"]["entrypoint"][3:6] == ["dask", "worker", "tcp://dask-scheduler:8786"]
+    assert "./data:/data:ro" in services["dask-worker"]["volumes"]
+    assert "8786" in services["dask-scheduler"]["entrypoint"]
     assert services["mlflow"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["trainer"]["depends_on"]["mlflow"]["condition"] == "service_healthy"
     assert all("healthcheck" in services[name] for name in ("postgres", "mlflow"))
