@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 
 from pystock_training import config
 from pystock_training.cluster import run_bounded
@@ -157,28 +158,46 @@ class PredictTask:
     prior: float
 
 
-def predict_part(
-    part: Part, offset: int, test_start: int, task: PredictTask
-) -> tuple[pa.Table, pd.DataFrame]:
-    """The predictions table of the part's test rows, and its first rows as an input example."""
+@dataclass(frozen=True)
+class PredictedPart:
+    """One part's test predictions as the CSV part of the hand-off, with what the client checks."""
+
+    csv: bytes
+    rows: int
+    positives: int
+    # The part's first test rows, as the logged model's input example.
+    example: pd.DataFrame
+
+
+def predict_part(part: Part, offset: int, test_start: int, task: PredictTask) -> PredictedPart:
+    """Predict the part's test rows, by the candidate and (on its clean rows) the champion, as CSV.
+
+    The CSV is encoded here, on the worker, so the workers share that work and the client only
+    writes bytes.
+    """
     from pystock_training.model import predict_proba
 
     features, labels = _rows_in(part, offset, test_start, sys.maxsize)
     frame = pd.DataFrame(features, columns=feature_names(features.shape[1]), copy=False)
-    rows = distinct_rows(frame)
-    y_proba = rows.predict(lambda distinct: predict_proba(task.booster, distinct))
+    y_proba = distinct_rows(frame).predict(lambda distinct: predict_proba(task.booster, distinct))
     champion_proba = None
     if task.champion is not None:
-        first = max(test_start, offset)
-        clean = np.arange(first, first + len(labels)) >= task.clean_start
+        champion = task.champion
+        # The clean rows are the ones from clean_start on: a run at the end of the part.
+        cut = min(max(task.clean_start - max(test_start, offset), 0), len(labels))
         champion_proba = np.full(len(labels), np.nan)
-        if clean.any():
-            clean_rows = distinct_rows(frame[clean] if not clean.all() else frame)
-            champion_proba[clean] = clean_rows.predict(
-                lambda distinct: predict_proba(task.champion, distinct)
-            )
+        if cut < len(labels):
+            clean = distinct_rows(frame.iloc[cut:])
+            champion_proba[cut:] = clean.predict(lambda distinct: predict_proba(champion, distinct))
     table = predictions_table(labels, y_proba, task.threshold, task.prior, champion_proba)
-    return table, frame.iloc[: config.EXAMPLE_ROWS].astype(np.float64)
+    sink = pa.BufferOutputStream()
+    pa_csv.write_csv(table, sink, pa_csv.WriteOptions(quoting_style="none"))
+    return PredictedPart(
+        sink.getvalue().to_pybytes(),
+        len(labels),
+        int(labels.sum()),
+        frame.iloc[: config.EXAMPLE_ROWS].astype(np.float64),
+    )
 
 
 def scan(client: Client, parts: list[Part]) -> list[PartScan]:

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 import mlflow
 import numpy as np
 import pandas as pd
-import pyarrow.compute as pc
 import xgboost as xgb
 from mlflow import MlflowClient
 from mlflow.data.dataset_source import DatasetSource
@@ -39,13 +38,13 @@ from pystock_training.champion import (
     model_features,
     score_champion,
 )
-from pystock_training.cluster import cluster_failures, dask_client, n_workers_of
+from pystock_training.cluster import cluster_failures, dask_client, n_workers_of, run_bounded
 from pystock_training.data import Dataset, Split, feature_names, load_dataset, split_rows
 from pystock_training.data.parts import load_parts
 from pystock_training.digest import FileDigest
 from pystock_training.distinct import distinct_rows
 from pystock_training.errors import DataError, PystockError, first_line
-from pystock_training.handoff import predictions_sha256, write_predictions, write_predictions_table
+from pystock_training.handoff import predictions_sha256, write_predictions
 from pystock_training.model import fit, log_model, predict_proba
 from pystock_training.params import TrainParams, check_params
 from pystock_training.provenance import code_version
@@ -353,14 +352,14 @@ def _write_prediction_parts(
         calls = ((layout.parts[index], layout.offsets[index]) for index in indices)
         rows = positives = 0
         example = None
-        for position, (table, head) in dask_engine.run_bounded(
+        for position, predicted in run_bounded(
             client, dask_engine.predict_part, calls, test_start=layout.fit_end, task=shared
         ):
-            write_predictions_table(staging / f"part-{position:05d}.csv", table)
-            rows += table.num_rows
-            positives += int(pc.sum(table["y_test"]).as_py() or 0)
+            (staging / f"part-{position:05d}.csv").write_bytes(predicted.csv)
+            rows += predicted.rows
+            positives += predicted.positives
             if position == 0:
-                example = head
+                example = predicted.example
         if path.is_dir():
             shutil.rmtree(path)
         else:
