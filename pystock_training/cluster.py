@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -55,7 +56,7 @@ def dask_client(given: str = "") -> Iterator[Client]:
     Raises:
         PystockError: The scheduler is unreachable or has no workers.
     """
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster, fire_and_forget
 
     # Its INFO lines (every worker and connection opened and closed) drown the step's own.
     logging.getLogger("distributed").setLevel(max(logging.WARNING, logging.getLogger().level))
@@ -64,6 +65,7 @@ def dask_client(given: str = "") -> Iterator[Client]:
         n_workers = _cores()
         logger.info("starting an embedded Dask LocalCluster: %d workers of 1 thread", n_workers)
         with (
+            _main_not_reimported(),
             LocalCluster(
                 n_workers=n_workers,
                 threads_per_worker=1,
@@ -73,6 +75,14 @@ def dask_client(given: str = "") -> Iterator[Client]:
             ) as cluster,
             Client(cluster, set_as_default=True) as client,
         ):
+            # The workers load the engine (pandas, pyarrow, XGBoost) while the step sets up its
+            # run, not when the first part arrives.
+            fire_and_forget(
+                [
+                    client.submit(_load_engine, workers=[worker], allow_other_workers=False, pure=False)
+                    for worker in client.scheduler_info()["workers"]
+                ]
+            )
             yield client
         return
     try:
@@ -111,6 +121,30 @@ def _check_imports(client: Client, address: str) -> None:
             "project where the scheduler and workers run (pip install . or the project image), or "
             "start them with PYTHONPATH set to the project directory"
         ) from exc
+
+
+def _load_engine() -> None:
+    importlib.import_module(ENGINE_MODULE)
+
+
+@contextmanager
+def _main_not_reimported() -> Iterator[None]:
+    """While the block starts worker processes, they do not import the running script again.
+
+    multiprocessing's spawn imports the parent's ``__main__`` file in each child (for functions
+    defined there); a step script imports MLflow and the whole step, seconds per worker that a
+    worker never uses: its tasks live in this package, which it imports by name.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None or getattr(main, "__spec__", None) is not None:
+        yield
+        return
+    del main.__file__  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        main.__file__ = path  # type: ignore[union-attr]
 
 
 def check_scheduler(given: str) -> None:

@@ -169,17 +169,20 @@ class PredictedPart:
     example: pd.DataFrame
 
 
+def _proba(booster: xgb.Booster, rows: pd.DataFrame) -> np.ndarray:
+    # model.predict_proba's call, without importing model.py (and MLflow) into every worker.
+    return np.asarray(booster.inplace_predict(rows), dtype=np.float64)
+
+
 def predict_part(part: Part, offset: int, test_start: int, task: PredictTask) -> PredictedPart:
     """Predict the part's test rows, by the candidate and (on its clean rows) the champion, as CSV.
 
     The CSV is encoded here, on the worker, so the workers share that work and the client only
     writes bytes.
     """
-    from pystock_training.model import predict_proba
-
     features, labels = _rows_in(part, offset, test_start, sys.maxsize)
     frame = pd.DataFrame(features, columns=feature_names(features.shape[1]), copy=False)
-    y_proba = distinct_rows(frame).predict(lambda distinct: predict_proba(task.booster, distinct))
+    y_proba = distinct_rows(frame).predict(lambda distinct: _proba(task.booster, distinct))
     champion_proba = None
     if task.champion is not None:
         champion = task.champion
@@ -188,7 +191,7 @@ def predict_part(part: Part, offset: int, test_start: int, task: PredictTask) ->
         champion_proba = np.full(len(labels), np.nan)
         if cut < len(labels):
             clean = distinct_rows(frame.iloc[cut:])
-            champion_proba[cut:] = clean.predict(lambda distinct: predict_proba(champion, distinct))
+            champion_proba[cut:] = clean.predict(lambda distinct: _proba(champion, distinct))
     table = predictions_table(labels, y_proba, task.threshold, task.prior, champion_proba)
     sink = pa.BufferOutputStream()
     pa_csv.write_csv(table, sink, pa_csv.WriteOptions(quoting_style="none"))
