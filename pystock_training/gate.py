@@ -23,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import pandas as pd
 
 from pystock_training.config import INCOMPATIBLE, LOWER_IS_BETTER
 from pystock_training.params import GateParams, check_gate_metric
@@ -79,11 +78,7 @@ def _fast_roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
 
 
 def _resample_scorer(
-    metric: str,
-    fn: Callable[[np.ndarray, np.ndarray], float],
-    scores: np.ndarray,
-    size: int,
-    values: np.ndarray | None = None,
+    metric: str, fn: Callable[[np.ndarray, np.ndarray], float], scores: np.ndarray, size: int
 ) -> Callable[[np.ndarray, np.ndarray], float]:
     """``fn(y, scores[rows])`` for the bootstrap's resamples, ROC AUC by counting where it can.
 
@@ -91,25 +86,20 @@ def _resample_scorer(
     value, each resample's ROC AUC comes from counts of positives and negatives per value (the
     Mann-Whitney form, ties counting one half), in time linear in the resample instead of a sort
     of it: the same value to float rounding, several times faster over a thousand resamples.
-    ``values``, when ``scores`` holds only the rows gathered from a longer column, are that
-    column's sorted distinct values: the method and the codes follow the column, so a gathered
-    resample scores exactly as it would with the whole column in memory.
     """
     if metric != "roc_auc":
         return lambda y, rows: fn(y, scores[rows])
-    if values is None:
-        if scores.min() == scores.max():
-            # A constant (the naive baseline) ties every pair on every resample.
-            return lambda y, rows: 0.5
-        values, codes = np.unique(scores, return_inverse=True)
-    elif len(values) == 1:
+    if scores.min() == scores.max():
+        # A constant (the naive baseline) ties every pair on every resample.
         return lambda y, rows: 0.5
-    else:
-        # A hash lookup: several times faster than np.searchsorted on millions of rows.
-        codes = pd.Index(values).get_indexer(scores) if len(values) <= size else None
+    values, codes = np.unique(scores, return_inverse=True)
     if len(values) > size:
         return lambda y, rows: fn(y, scores[rows])
-    n_values = len(values)
+    return _counted_roc_auc(codes, len(values))
+
+
+def _counted_roc_auc(codes: np.ndarray, n_values: int) -> Callable[[np.ndarray, np.ndarray], float]:
+    """ROC AUC of resampled rows from the codes of their scores (see ``_resample_scorer``)."""
 
     def counted_roc_auc(y: np.ndarray, rows: np.ndarray) -> float:
         resampled = codes[rows]
@@ -123,18 +113,28 @@ def _resample_scorer(
     return counted_roc_auc
 
 
-def gathered_scorer(
-    metric: str, scores: np.ndarray, size: int, values: np.ndarray | None
+def coded_scorer(
+    metric: str, codes: np.ndarray, values: np.ndarray, size: int
 ) -> Callable[[np.ndarray, np.ndarray], float]:
-    """The resample scorer of ``scores`` gathered from a column whose sorted distinct values are ``values``.
+    """The resample scorer of rows gathered from a column, stored as ``codes`` into ``values``.
 
-    ``values`` is None when the column had more distinct values than were kept (then more than
-    any resample holds); a single value is a constant column.
+    ``values`` are the sorted distinct values of the whole column the rows were gathered from:
+    the method follows the column as ``_resample_scorer`` chooses it, and the codes are the ones
+    it would give, so a gathered resample scores exactly as it would with the column in memory.
+    Codes of two bytes instead of float64 scores keep a million gathered rows in a few MB.
     """
     fn, _ = _metric_fn(metric)
-    if values is None:
-        return lambda y, rows: fn(y, scores[rows])
-    return _resample_scorer(metric, fn, scores, size, values)
+    if metric == "roc_auc" and len(values) == 1:
+        return lambda y, rows: 0.5
+    if metric == "roc_auc" and len(values) <= size:
+        return _counted_roc_auc(codes, len(values))
+    return lambda y, rows: fn(y, values[codes[rows]])
+
+
+def scores_scorer(metric: str, scores: np.ndarray) -> Callable[[np.ndarray, np.ndarray], float]:
+    """The resample scorer of gathered rows from a column of more distinct values than any resample holds."""
+    fn, _ = _metric_fn(metric)
+    return lambda y, rows: fn(y, scores[rows])
 
 
 def _metric_fn(metric: str) -> tuple[Callable[[np.ndarray, np.ndarray], float], bool]:

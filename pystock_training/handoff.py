@@ -41,9 +41,9 @@ HEADER_BYTES = 64 * 1024
 _LABEL_PROBLEM = "column {} must hold only 0 and 1"
 _PROBABILITY_PROBLEM = "column {} must hold probabilities in [0, 1]"
 _CHUNK_BYTES = 1 << 20
-# Bytes of CSV the streaming reader parses at a time: a few MB keeps the per-batch work of the
-# readers (numpy calls, grouping) small next to the parsing, and memory flat.
-_BLOCK_BYTES = 4 << 20
+# Bytes of CSV the streaming reader parses at a time (pyarrow's default): larger blocks are no
+# faster here and each one more in flight costs memory.
+_BLOCK_BYTES = 1 << 20
 
 
 @contextmanager

@@ -32,10 +32,10 @@ PROBA_METRICS: Final[dict[str, Callable[..., float]]] = {
     "average_precision": skm.average_precision_score,
     "log_loss": partial(skm.log_loss, labels=[0, 1]),
 }
-# Distinct probabilities whose rows PredictionCounts merges exactly (about 70 MB of groups at
-# most); past it, rows merge on a grid of probabilities instead. A model of 14 binary flags has at
-# most 16,384.
-MAX_DISTINCT_PROBABILITIES = 1 << 21
+# Distinct (label, prediction, probability) rows PredictionCounts keeps exactly (16 bytes each:
+# 16 MB, and about ten times that while merging); past it, rows merge on a grid of
+# probabilities instead. A model of 14 binary flags has at most 4 x 16,384.
+MAX_GROUPS = 1 << 20
 # The grid past that cap: probabilities rounded to multiples of 2**-20 (about 1e-6), which moves
 # ROC AUC and average precision by at most the share of pairs whose scores fall in one cell.
 PROBABILITY_GRID = 1 << 20
@@ -83,20 +83,21 @@ class PredictionCounts:
 
     The metrics and curves of the merged rows are those of the rows themselves (see
     ``group_predictions``); the groups in ``predictions()`` are in the order ``group_predictions``
-    gives, so the same rows in any batches give the same numbers. Past
-    ``MAX_DISTINCT_PROBABILITIES`` distinct probabilities the groups would grow with the rows, so
-    the counts move to a fixed grid (``PROBABILITY_GRID`` cells): the label metrics stay exact,
-    ROC AUC, average precision and the curves become approximations, and log loss is summed
-    exactly from the rows as they pass (``log_loss``). ``approximate`` says which applies.
+    gives, so the same rows in any batches give the same numbers. Past ``MAX_GROUPS`` groups
+    they would grow with the rows, so the counts move to a fixed grid (``PROBABILITY_GRID``
+    cells): the label metrics stay exact, ROC AUC, average precision and the curves become
+    approximations, and log loss is summed exactly from the rows as they pass (``log_loss``).
+    ``approximate`` says which applies.
     """
 
     def __init__(self) -> None:
         self.rows = 0
-        self._proba = np.empty(0)
-        # label * 2 + prediction
-        self._kind = np.empty(0, dtype=np.int64)
-        self._count = np.empty(0, dtype=np.int64)
-        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        # One uint64 per group: the probability's bits shifted left by two, then label * 2 +
+        # prediction. For floats >= 0 the bits order as the values do, so the keys sort by
+        # (probability, label, prediction), and grouping is one hash of one integer array.
+        self._keys = np.empty(0, dtype=np.uint64)
+        self._counts = np.empty(0, dtype=np.int64)
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self._pending_groups = 0
         self._grid: np.ndarray | None = None
         self._grid_pending: list[np.ndarray] = []
@@ -109,7 +110,7 @@ class PredictionCounts:
         return self._grid is not None
 
     def add(self, y_true: np.ndarray, y_pred: np.ndarray, y_proba: np.ndarray) -> None:
-        """Merge a batch of rows (0/1 labels and predictions, probabilities) into the counts."""
+        """Merge a batch of rows (0/1 labels and predictions, probabilities in [0, 1]) into the counts."""
         if not len(y_true):
             return
         self.rows += len(y_true)
@@ -118,32 +119,35 @@ class PredictionCounts:
             self._log_loss_sum += _log_loss_sum(kind >> 1, y_proba)
             self._add_to_grid(kind, y_proba)
             return
+        keys = _keys(np.asarray(y_proba, dtype=np.float64), kind)
         # A hash table, not a sort: several times faster than np.unique on a batch.
-        codes, values = pd.factorize(y_proba, sort=False)
-        counts = np.bincount(codes.astype(np.int64) * 4 + kind, minlength=4 * len(values))
-        present = np.flatnonzero(counts)
-        self._pending.append((values[present >> 2], present & 3, counts[present]))
-        self._pending_groups += len(present)
+        codes, groups = pd.factorize(keys, sort=False)
+        self._pending.append((groups, np.bincount(codes)))
+        self._pending_groups += len(groups)
         # Merged when the batches' groups outnumber the merged ones: each group is merged a
-        # bounded number of times on average.
-        if self._pending_groups > max(len(self._count), 1 << 16):
+        # bounded number of times on average, and memory stays within twice the groups.
+        if self._pending_groups > max(len(self._keys), 1 << 16):
             self._merge()
 
     def predictions(self) -> Predictions:
-        """The merged rows, weighted by their count."""
+        """The merged rows, weighted by their count, in the order ``group_predictions`` gives."""
         self._merge()
         if self._grid is not None:
             self._flush_grid()
             present = np.flatnonzero(self._grid)
             proba, kind, weight = (present >> 2) / PROBABILITY_GRID, present & 3, self._grid[present]
         else:
-            proba, kind, weight = self._proba, self._kind, self._count
+            order = np.argsort(self._keys)
+            keys, weight = self._keys[order], self._counts[order]
+            proba, kind = (keys >> np.uint64(2)).view(np.float64), (keys & np.uint64(3)).astype(np.int64)
         return Predictions((kind >> 1) & 1, kind & 1, proba, weight)
 
     def distinct_probabilities(self) -> np.ndarray | None:
         """The sorted distinct probabilities, or None when there were too many to keep."""
         self._merge()
-        return None if self._grid is not None else np.unique(self._proba)
+        if self._grid is not None:
+            return None
+        return np.unique((self._keys >> np.uint64(2)).view(np.float64))
 
     def log_loss(self) -> float:
         """The exact log loss of every row added (as sklearn computes it), also on the grid."""
@@ -155,37 +159,38 @@ class PredictionCounts:
     def _merge(self) -> None:
         if not self._pending:
             return
-        proba = np.concatenate([self._proba, *(batch[0] for batch in self._pending)])
-        kind = np.concatenate([self._kind, *(batch[1] for batch in self._pending)])
-        count = np.concatenate([self._count, *(batch[2] for batch in self._pending)])
+        keys = np.concatenate([self._keys, *(batch[0] for batch in self._pending)])
+        counts = np.concatenate([self._counts, *(batch[1] for batch in self._pending)])
         self._pending, self._pending_groups = [], 0
-        # Sorted: the groups come out ordered by probability, as group_predictions orders them.
-        codes, values = pd.factorize(proba, sort=True)
+        codes, self._keys = pd.factorize(keys, sort=False)
+        del keys
         # Float sums of integer counts are exact below 2**53 rows.
-        summed = np.bincount(codes.astype(np.int64) * 4 + kind, weights=count, minlength=4 * len(values))
-        present = np.flatnonzero(summed)
-        self._proba, self._kind = values[present >> 2], present & 3
-        self._count = summed[present].astype(np.int64)
-        if len(values) > MAX_DISTINCT_PROBABILITIES:
-            self._grid = np.zeros(4 * (PROBABILITY_GRID + 1), dtype=np.int64)
-            self._log_loss_sum = _log_loss_sum(self._kind >> 1, self._proba, self._count)
-            self._grid += np.bincount(
-                _grid_cells(self._kind, self._proba), weights=self._count, minlength=len(self._grid)
+        self._counts = np.bincount(codes, weights=counts).astype(np.int64)
+        if len(self._keys) > MAX_GROUPS:
+            proba = (self._keys >> np.uint64(2)).view(np.float64)
+            kind = (self._keys & np.uint64(3)).astype(np.int64)
+            self._log_loss_sum = _log_loss_sum(kind >> 1, proba, self._counts)
+            self._grid = np.bincount(
+                _grid_cells(kind, proba), weights=self._counts, minlength=4 * (PROBABILITY_GRID + 1)
             ).astype(np.int64)
-            self._proba = np.empty(0)
-            self._kind = self._count = np.empty(0, dtype=np.int64)
+            self._keys, self._counts = np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64)
 
     def _add_to_grid(self, kind: np.ndarray, y_proba: np.ndarray) -> None:
         self._grid_pending.append(_grid_cells(kind, y_proba))
         self._grid_pending_rows += len(kind)
-        # A bincount over the whole grid costs as much as millions of rows: done in bulk.
-        if self._grid is not None and self._grid_pending_rows >= len(self._grid):
+        # A bincount over the whole grid costs as much as a million rows: done in bulk.
+        if self._grid is not None and self._grid_pending_rows >= len(self._grid) // 4:
             self._flush_grid()
 
     def _flush_grid(self) -> None:
         if self._grid is not None and self._grid_pending:
             self._grid += np.bincount(np.concatenate(self._grid_pending), minlength=len(self._grid))
         self._grid_pending, self._grid_pending_rows = [], 0
+
+
+def _keys(y_proba: np.ndarray, kind: np.ndarray) -> np.ndarray:
+    """Group keys: the probability's bits (its sign bit, 0 here, shifted out), then the kind."""
+    return (y_proba.view(np.uint64) << np.uint64(2)) | kind.astype(np.uint64)
 
 
 def _grid_cells(kind: np.ndarray, y_proba: np.ndarray) -> np.ndarray:

@@ -15,22 +15,24 @@ whole columns:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from pystock_training.gate import BlockBootstrap, BootstrapCI, gathered_scorer, uses_probabilities
+from pystock_training.gate import BlockBootstrap, BootstrapCI, coded_scorer, scores_scorer, uses_probabilities
 from pystock_training.handoff import PartIdentity, iter_predictions
 from pystock_training.metrics import (
-    MAX_DISTINCT_PROBABILITIES,
+    MAX_GROUPS,
     PROBABILITY_GRID,
     PredictionCounts,
     baseline_predictions,
 )
 
 APPROXIMATION = (
-    f"more than {MAX_DISTINCT_PROBABILITIES:,} distinct probabilities: ROC AUC, average precision "
+    f"more than {MAX_GROUPS:,} distinct (label, prediction, probability) rows: ROC AUC, average precision "
     f"and the curves use probabilities rounded to multiples of 1/{PROBABILITY_GRID:,}; log loss, "
     "the label metrics and the bootstrap resamples use the exact values"
 )
@@ -114,7 +116,8 @@ def bootstrap_cis(
     lift = _Side(
         BlockBootstrap(summary.n_rows, metric),
         _counted_values(summary.model, probabilities),
-        _baseline(summary.prior, probabilities),
+        None,
+        baseline=_baseline(summary.prior, probabilities),
     )
     sides = [lift]
     champion = None
@@ -123,16 +126,13 @@ def bootstrap_cis(
             BlockBootstrap(summary.n_clean, metric),
             _counted_values(summary.candidate_clean, probabilities),
             _counted_values(summary.champion, probabilities),
-            clean_only=True,
         )
         sides.append(champion)
     candidate_column = "y_proba" if probabilities else "y_pred"
     champion_column = "champion_proba" if probabilities else "champion_pred"
     while pending := [side for side in sides if not side.bootstrap.done]:
         for side in pending:
-            side.rows = _BlockRows(
-                side.bootstrap.draw(), side.bootstrap, fixed_champion=side.fixed is not None
-            )
+            side.gather()
         _gather(summary, pending, candidate_column, champion_column)
         for side in pending:
             side.score(metric)
@@ -141,34 +141,71 @@ def bootstrap_cis(
 
 @dataclass
 class _Side:
-    """One bootstrap: the candidate against a champion (or the baseline's constant score)."""
+    """One bootstrap: the candidate against a champion, or against the baseline's constant score.
+
+    ``candidate_values`` and ``champion_values`` are the sorted distinct scores of each whole
+    column (None: too many to count, the scores are gathered as they are); ``baseline`` is the
+    baseline's score when it plays the champion.
+    """
 
     bootstrap: BlockBootstrap
     candidate_values: np.ndarray | None
     champion_values: np.ndarray | None
-    clean_only: bool = False
+    baseline: float | None = None
     rows: _BlockRows | None = None
 
     @property
-    def fixed(self) -> float | None:
-        """The baseline's score on every row, when the champion side is the baseline."""
-        values = self.champion_values
-        return float(values[0]) if not self.clean_only and values is not None and len(values) == 1 else None
+    def clean_only(self) -> bool:
+        """Whether the side compares the rows where the champion's cells are filled."""
+        return self.baseline is None
+
+    def gather(self) -> None:
+        """Draw the next round and make room for the rows it covers."""
+        columns = [_Encoding(self.candidate_values)]
+        if self.clean_only:
+            columns.append(_Encoding(self.champion_values))
+        self.rows = _BlockRows(self.bootstrap.draw(), self.bootstrap, columns)
 
     def score(self, metric: str) -> None:
+        """Score the gathered round."""
         rows = self.rows
         assert rows is not None
         size = self.bootstrap.size
-        champion = (
-            rows.champion if self.fixed is None else np.broadcast_to(np.float64(self.fixed), rows.y.shape)
-        )
-        self.bootstrap.score(
-            rows.y,
-            rows.rows_of,
-            gathered_scorer(metric, rows.candidate, size, self.candidate_values),
-            gathered_scorer(metric, champion, size, self.champion_values),
-        )
+        candidate = rows.scorer(0, metric, size)
+        if self.baseline is None:
+            champion = rows.scorer(1, metric, size)
+        else:
+            # The baseline's score on every row, as a read-only view of one value.
+            champion = coded_scorer(
+                metric, np.broadcast_to(np.int8(0), rows.y.shape), np.array([self.baseline]), size
+            )
+        self.bootstrap.score(rows.y, rows.rows_of, candidate, champion)
         self.rows = None
+
+
+class _Encoding:
+    """How a gathered score column is stored: codes into its distinct values, or the scores."""
+
+    def __init__(self, values: np.ndarray | None) -> None:
+        self.values = values
+        # A hash lookup, built once: several times faster than np.searchsorted on many rows.
+        self._index = None if values is None else pd.Index(values)
+
+    @property
+    def dtype(self) -> type[np.generic]:
+        """Two bytes a row for up to 65,536 distinct scores (a model of 14 flags has 16,384)."""
+        if self.values is None:
+            return np.float64
+        return np.uint16 if len(self.values) <= 1 << 16 else np.uint32
+
+    def encode(self, scores: np.ndarray) -> np.ndarray:
+        """The scores as stored."""
+        if self._index is None:
+            return scores
+        codes = self._index.get_indexer(scores)
+        if len(codes) and codes.min() < 0:
+            raise RuntimeError("a gathered score is not among the values the first pass counted")
+        return codes
 
 
 def _counted_values(counts: PredictionCounts, probabilities: bool) -> np.ndarray | None:
@@ -179,10 +216,9 @@ def _counted_values(counts: PredictionCounts, probabilities: bool) -> np.ndarray
     return counts.distinct_probabilities()
 
 
-def _baseline(prior: float, probabilities: bool) -> np.ndarray:
+def _baseline(prior: float, probabilities: bool) -> float:
     """The baseline's one score: the prior as probability, the majority class as label."""
-    score = prior if probabilities else float(baseline_predictions(prior, 1)[0][0])
-    return np.array([score])
+    return prior if probabilities else float(baseline_predictions(prior, 1)[0][0])
 
 
 class _BlockRows:
@@ -191,10 +227,10 @@ class _BlockRows:
     Rows are placed on the unrolled circle ``0 .. n_rows + block_length``, where position
     ``n_rows + i`` is row i again, so every block, wrapped or not, is one interval. Overlapping
     intervals are merged and stored end to end: a block's rows are consecutive in storage, and
-    storage holds each row a round needs once.
+    storage holds each row a round needs once (labels, then each score column as encoded).
     """
 
-    def __init__(self, starts: np.ndarray, bootstrap: BlockBootstrap, *, fixed_champion: bool) -> None:
+    def __init__(self, starts: np.ndarray, bootstrap: BlockBootstrap, encodings: list[_Encoding]) -> None:
         self.n_rows, self.length, self.size = bootstrap.n_rows, bootstrap.length, bootstrap.size
         flat = starts.ravel()
         order = np.argsort(flat, kind="stable")
@@ -214,8 +250,8 @@ class _BlockRows:
         self.block_offsets = block_offsets.reshape(starts.shape)
         total = int(lengths.sum())
         self.y = np.empty(total, dtype=np.int8)
-        self.candidate = np.empty(total)
-        self.champion = np.empty(0 if fixed_champion else total)
+        self.encodings = encodings
+        self.columns = [np.empty(total, dtype=encoding.dtype) for encoding in encodings]
         self.filled = 0
         self._within = np.arange(self.length)
 
@@ -223,7 +259,14 @@ class _BlockRows:
         """Resample i's rows in storage, its blocks one after another, cut to the resample size."""
         return (self.block_offsets[resample][:, None] + self._within).ravel()[: self.size]
 
-    def feed(self, first_row: int, y: np.ndarray, candidate: np.ndarray, champion: np.ndarray | None) -> None:
+    def scorer(self, column: int, metric: str, size: int) -> Callable[[np.ndarray, np.ndarray], float]:
+        """The resample scorer of a gathered score column."""
+        values = self.encodings[column].values
+        if values is None:
+            return scores_scorer(metric, self.columns[column])
+        return coded_scorer(metric, self.columns[column], values, size)
+
+    def feed(self, first_row: int, y: np.ndarray, scores: list[np.ndarray]) -> None:
         """Store the rows of a batch that start at ``first_row`` wherever a block covers them."""
         for begin in (first_row, first_row + self.n_rows):
             end = begin + len(y)
@@ -231,12 +274,12 @@ class _BlockRows:
             last = int(np.searchsorted(self.starts, end, side="left"))
             for interval in range(first, last):
                 low, high = max(begin, self.starts[interval]), min(end, self.ends[interval])
-                into = self.offsets[interval] + low - self.starts[interval]
+                stored_at = self.offsets[interval] + low - self.starts[interval]
+                into = slice(stored_at, stored_at + high - low)
                 source = slice(low - begin, high - begin)
-                self.y[into : into + high - low] = y[source]
-                self.candidate[into : into + high - low] = candidate[source]
-                if champion is not None and len(self.champion):
-                    self.champion[into : into + high - low] = champion[source]
+                self.y[into] = y[source]
+                for stored, encoding, column in zip(self.columns, self.encodings, scores, strict=True):
+                    stored[into] = encoding.encode(column[source])
                 self.filled += high - low
 
 
@@ -255,10 +298,9 @@ def _gather(
             rows = side.rows
             assert rows is not None
             if not side.clean_only:
-                rows.feed(batch.first_row, y_true, candidate, None)
+                rows.feed(batch.first_row, y_true, [candidate])
             elif clean is not None:
-                champion = values[champion_column][clean]
-                rows.feed(clean_rows, y_true[clean], candidate[clean], champion)
+                rows.feed(clean_rows, y_true[clean], [candidate[clean], values[champion_column][clean]])
         if clean is not None:
             clean_rows += batch.num_rows if isinstance(clean, slice) else int(clean.sum())
     for side in sides:
