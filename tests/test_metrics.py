@@ -14,15 +14,19 @@ from pystock_training import config
 from pystock_training.metrics import (
     LABEL_METRICS,
     PROBA_METRICS,
+    PredictionCounts,
+    Predictions,
     baseline_predictions,
     baseline_rows,
     classification_metrics,
+    counted_metrics,
     evaluate_predictions,
     flatten,
     group_predictions,
     grouped_metrics,
     lift,
 )
+from pystock_training.plots import grouped_figures, weighted_calibration
 from pystock_training.report import PLOTS, evaluation_report
 
 ALL_METRICS = {
@@ -376,3 +380,53 @@ def test_report_links_the_files_the_plots_are_logged_as() -> None:
     finally:
         for figure in figures.values():
             plt.close(figure)
+
+
+# Counted batch by batch: the same groups, the same numbers, whatever the batches.
+
+
+@pytest.mark.parametrize("batch_rows", [1, 7, 1_000, 5_000])
+def test_rows_counted_in_batches_are_the_groups_of_all_the_rows(batch_rows: int) -> None:
+    rng = np.random.default_rng(batch_rows)
+    y_proba = rng.integers(0, 50, 5_000) / 49  # repeats, exact 0 and 1 included
+    y_true = (rng.random(5_000) < y_proba).astype(np.int8)
+    y_pred = (y_proba >= 0.5).astype(np.int8)
+    counts = PredictionCounts()
+    for start in range(0, 5_000, batch_rows):
+        rows = slice(start, start + batch_rows)
+        counts.add(y_true[rows], y_pred[rows], y_proba[rows])
+
+    counted, grouped = counts.predictions(), group_predictions(y_true, y_pred, y_proba)
+
+    for field in ("y_true", "y_pred", "y_proba", "weight"):
+        np.testing.assert_array_equal(getattr(counted, field), getattr(grouped, field))
+    assert counted_metrics(counts) == classification_metrics(y_true, y_pred, y_proba)
+    assert counts.log_loss() == pytest.approx(skm.log_loss(y_true, y_proba), rel=1e-12)
+    np.testing.assert_array_equal(counts.distinct_probabilities(), np.unique(y_proba))
+    assert not counts.approximate and counts.rows == 5_000
+
+
+def test_a_weighted_calibration_curve_is_that_of_the_repeated_rows() -> None:
+    y_true = np.array([0, 1, 1, 0, 1, 0, 1, 1])
+    y_proba = np.array([0.1, 0.2, 0.3, 0.35, 0.5, 0.6, 0.8, 0.9])
+    weight = np.array([3, 1, 2, 5, 1, 4, 2, 1])
+
+    weighted = weighted_calibration(y_true, y_proba, weight, n_bins=4)
+    repeated = weighted_calibration(
+        np.repeat(y_true, weight), np.repeat(y_proba, weight), np.ones(19), n_bins=4
+    )
+
+    for got, expected in zip(weighted, repeated, strict=True):
+        np.testing.assert_allclose(got, expected)
+    figures = grouped_figures(Predictions(y_true, (y_proba >= 0.5).astype(int), y_proba, weight), 0.4)
+    try:
+        assert set(figures) == {f"{name}.png" for name in PLOTS}
+    finally:
+        for figure in figures.values():
+            plt.close(figure)
+
+
+def test_the_report_says_when_metrics_are_approximate() -> None:
+    results = {"model": {"roc_auc": 0.6}, "baseline": {"roc_auc": 0.5}, "lift": {"roc_auc": 0.1}}
+    assert "Approximate: too many groups." in evaluation_report(results, 10, approximation="too many groups")
+    assert "Approximate" not in evaluation_report(results, 10)
