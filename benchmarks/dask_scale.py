@@ -313,15 +313,18 @@ def single_file_for(parts: Path) -> Path:
 
 
 def loader_reads_folders(work_dir: Path) -> bool:
-    """Whether the project's loader (the local engine's) accepts a folder of Parquet parts."""
-    from pystock_training.data import load_dataset
+    """Whether the local engine's loader accepts a folder of Parquet parts (tried on a small one)."""
     from pystock_training.errors import DataError
 
+    try:
+        from pystock_training.data.parts import load_parts
+    except ImportError:  # a project without partitioned input: its loader takes single files
+        return False
     probe = work_dir / "data" / "probe-parts"
     if not probe.is_dir():
         write_parquet_parts(probe, 300, part_rows=100)
     try:
-        return load_dataset(probe).n_rows == 300
+        return load_parts(probe).n_rows == 300
     except (DataError, OSError, ValueError, TypeError):
         return False
 

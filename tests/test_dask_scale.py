@@ -241,6 +241,7 @@ def test_dask_scale_benchmark_end_to_end(tmp_path: Path) -> None:
         assert run["measurement"]["wall_s"] > 0
         steps = [step["entry_point"] for step in run["steps"]]
         assert steps == ["main", "train_model", "evaluate_model", "register_model"]
+    assert payload["settings"]["local_input"] == "parts"
     assert "dask" in small["dask"]["tags"].values()
     assert small["wall_ratio_dask_local"] > 0
     assert large["local"]["status"] == "not run"
