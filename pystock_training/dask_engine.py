@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -49,7 +49,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
+# A part with more distinct rows than this is counted again when training rather than sent back
+# whole (14 flags have 16,384 at most); the client keeps at most this many bytes of them.
+MAX_PART_COUNTS = 1 << 16
+MAX_KEPT_COUNTS_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,41 @@ class PartScan:
     positives: int
     sha256: str
     size: int
+    # The part's distinct rows and their counts (int8 flags that repeat), else None.
+    counts: RowCounts | None = None
+
+
+@dataclass(frozen=True)
+class RowCounts:
+    """Distinct int8 rows, how often each occurs and how many of those rows are labelled 1.
+
+    Rows, not codes: each part has its own code space (its columns' ranges), and the client
+    codes them again in the table's.
+    """
+
+    rows: np.ndarray
+    totals: np.ndarray
+    positives: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows.nbytes + self.totals.nbytes + self.positives.nbytes
+
+
+def row_counts(matrix: np.ndarray, labels: np.ndarray) -> RowCounts | None:
+    """The distinct rows of an int8 matrix with their counts; None for floats or too many to be worth it."""
+    if matrix.dtype != np.int8 or len(matrix) == 0:
+        return None
+    space = CodeSpace.of(matrix.min(axis=0), matrix.max(axis=0))
+    if space is None:
+        return None
+    codes = space.encode(matrix)
+    totals = np.bincount(codes, minlength=space.n_codes)
+    present = np.flatnonzero(totals)
+    if len(present) > MAX_PART_COUNTS:
+        return None
+    positives = np.bincount(codes, weights=labels, minlength=space.n_codes)[present].astype(np.int64)
+    return RowCounts(space.decode(present), totals[present].astype(np.int64), positives)
 
 
 @dataclass(frozen=True)
@@ -90,7 +128,7 @@ class Layout:
 
 
 def scan_part(part: Part) -> PartScan:
-    """Read and check one part; its size and digest, and the range of each int8 column."""
+    """Read and check one part: its size and digest, the range of each int8 column, its row counts."""
     dataset = load_part(part)
     matrix = dataset.features.to_numpy()
     int8 = matrix.dtype == np.int8
@@ -102,6 +140,9 @@ def scan_part(part: Part) -> PartScan:
         positives=int(dataset.labels.sum()),
         sha256=dataset.digest.sha256,
         size=dataset.digest.size,
+        # Counted while the part is in memory: a part wholly in the training or the validation
+        # rows (all but at most two) is not read again to train.
+        counts=row_counts(matrix, dataset.labels),
     )
 
 
@@ -112,27 +153,14 @@ def _rows_in(part: Part, offset: int, low: int, high: int) -> tuple[np.ndarray, 
     return dataset.features.to_numpy()[start:stop], dataset.labels[start:stop]
 
 
-def count_codes(
-    part: Part, offset: int, ranges: tuple[tuple[int, int], ...], space: CodeSpace
-) -> list[tuple[np.ndarray, np.ndarray] | None]:
-    """For each global row range, the count of each code among the part's rows in it, and of its positives."""
+def count_rows(part: Part, offset: int, ranges: tuple[tuple[int, int], ...]) -> list[RowCounts | None]:
+    """For each global row range, the distinct rows of the part's rows in it with their counts."""
     dataset = load_part(part)
     matrix = dataset.features.to_numpy()
-    counts: list[tuple[np.ndarray, np.ndarray] | None] = []
+    counts: list[RowCounts | None] = []
     for low, high in ranges:
         start, stop = max(low - offset, 0), min(high - offset, dataset.n_rows)
-        if start >= stop:
-            counts.append(None)
-            continue
-        codes = space.encode(matrix[start:stop])
-        counts.append(
-            (
-                np.bincount(codes, minlength=space.n_codes),
-                np.bincount(codes, weights=dataset.labels[start:stop], minlength=space.n_codes).astype(
-                    np.int64
-                ),
-            )
-        )
+        counts.append(row_counts(matrix[start:stop], dataset.labels[start:stop]) if start < stop else None)
     return counts
 
 
@@ -210,7 +238,14 @@ def scan(client: Client, parts: list[Part]) -> list[PartScan]:
         DataError: A part breaks the data contract or has another number of columns.
     """
     scans: list[PartScan | None] = [None] * len(parts)
+    kept = 0
     for index, result in run_bounded(client, scan_part, ((part,) for part in parts)):
+        if result.counts is not None:
+            if kept + result.counts.nbytes > MAX_KEPT_COUNTS_BYTES:
+                # Past the budget the part is counted again when training: memory stays bounded.
+                result = replace(result, counts=None)
+            else:
+                kept += result.counts.nbytes
         scans[index] = result
     done = [result for result in scans if result is not None]
     for part, result in zip(parts, done, strict=True):
@@ -275,18 +310,41 @@ class MergedRows:
         return round(float((self.labels * self.weights).sum()))
 
 
-def merged_rows(client: Client, layout: Layout, space: CodeSpace) -> tuple[MergedRows, MergedRows]:
-    """The training and validation rows merged by code, counted part by part on the workers."""
+def merged_rows(
+    client: Client, layout: Layout, scans: list[PartScan], space: CodeSpace
+) -> tuple[MergedRows, MergedRows]:
+    """The training and validation rows merged by code in ``space``, from the parts' counts.
+
+    A part wholly in one range adds the counts its scan returned; a part that straddles a cut
+    (or whose counts were not kept) is counted again on a worker, range by range.
+    """
     ranges = ((0, layout.train_end), (layout.train_end, layout.fit_end))
     totals = [np.zeros(space.n_codes, dtype=np.int64) for _ in ranges]
     positives = [np.zeros(space.n_codes, dtype=np.int64) for _ in ranges]
-    indices = layout.overlapping(0, layout.fit_end)
-    calls = ((layout.parts[index], layout.offsets[index]) for index in indices)
-    for _, counts in run_bounded(client, count_codes, calls, ranges=ranges, space=space):
-        for position, pair in enumerate(counts):
-            if pair is not None:
-                totals[position] += pair[0]
-                positives[position] += pair[1]
+
+    def add(position: int, counts: RowCounts | None) -> None:
+        if counts is not None:
+            codes = space.encode(counts.rows)  # distinct rows: distinct codes, so += is safe
+            totals[position][codes] += counts.totals
+            positives[position][codes] += counts.positives
+
+    recount = []
+    from_scan = 0
+    for index in layout.overlapping(0, layout.fit_end):
+        start, stop = layout.offsets[index], layout.offsets[index] + layout.rows[index]
+        inside = [position for position, (low, high) in enumerate(ranges) if low <= start and stop <= high]
+        if inside and scans[index].counts is not None:
+            add(inside[0], scans[index].counts)
+            from_scan += 1
+        else:
+            recount.append(index)
+    calls = ((layout.parts[index], layout.offsets[index]) for index in recount)
+    for _, counts in run_bounded(client, count_rows, calls, ranges=ranges):
+        for position, part_counts in enumerate(counts):
+            add(position, part_counts)
+    logger.info(
+        "training rows: %d parts counted as they were scanned, %d read again", from_scan, len(recount)
+    )
     names = feature_names(len(space.radix))
     merged = []
     for total, positive in zip(totals, positives, strict=True):

@@ -220,7 +220,7 @@ def _train_on_dask(
     space = dask_engine.code_space(scans)
     with timer.phase("fit"):
         if space is not None:
-            train, validation = dask_engine.merged_rows(client, layout, space)
+            train, validation = dask_engine.merged_rows(client, layout, scans, space)
             logger.info(
                 "training on %d distinct rows of %d, weighted by count", len(train.rows), train.n_rows
             )
