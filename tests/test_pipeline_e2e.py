@@ -204,8 +204,10 @@ def write_bad(kind: str, tmp_path: Path) -> tuple[Path, str]:
     if kind == "missing":
         return path, "no such file"
     if kind == "directory":
+        # A folder is a table of parts; one without any is refused before a step starts.
         path.mkdir()
-        return path, "is a directory"
+        (path / "notes.txt").write_text("not a part\n")
+        return path, "no part files (.parquet, .pq, .csv) found"
     if kind == "bad_label":
         good.iloc[9, -1] = 2
         good.to_csv(path, header=False, index=False)
