@@ -58,8 +58,10 @@ def is_partitioned(data_file: str | Path) -> bool:
 def list_parts(data_file: str | Path) -> list[Part]:
     """The part files ``data_file`` names, in sorted name order.
 
-    A folder is searched recursively (``year=2026/part-0.parquet`` works); names starting with
-    ``.`` or ``_`` (``_SUCCESS``, ``_metadata``, temp files) and other suffixes are skipped.
+    A folder is searched recursively (``year=2026/part-0.parquet`` works), and so is a folder a
+    glob matches. Files with other suffixes are skipped, and so is anything whose name, or the
+    name of a folder it is in below the one given, starts with ``.`` or ``_`` (``_SUCCESS``,
+    ``_metadata``, a writer's ``_temporary/`` or ``.staging/``).
 
     Raises:
         DataError: Nothing matches, or the folder or bucket cannot be listed.
@@ -71,39 +73,42 @@ def list_parts(data_file: str | Path) -> list[Part]:
 
     try:
         fs, root = fsspec.core.url_to_fs(text)
+        found: dict[str, dict[str, Any]] = {}
         if _GLOB_CHARACTERS & set(root):
-            found = {path: fs.info(path) for path in fs.glob(root)}
-            found = {
-                path: info
-                for path, info in found.items()
-                if info["type"] == "file" or _expand_dir(fs, path, found)
-            }
+            # The folders a glob matches count from the glob's fixed start.
+            base = root[: min(root.index(char) for char in _GLOB_CHARACTERS if char in root)].rsplit("/", 1)[
+                0
+            ]
+            for path in fs.glob(root):
+                found |= _files_under(fs, path, base)
         elif fs.isdir(root):
-            found = fs.find(root, detail=True)
-        else:
-            found = {root: fs.info(root)} if fs.exists(root) else {}
+            found = _files_under(fs, root, root)
+        elif fs.exists(root):
+            found = {root: fs.info(root)}
     except (OSError, ValueError, ImportError) as exc:
         raise DataError(data_file, f"cannot list the parts ({first_line(exc)})") from exc
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     parts = []
     for path in sorted(found):
-        info = found[path]
-        name = path.rstrip("/").rsplit("/", 1)[-1]
-        hidden = name.startswith((".", "_"))
-        if info.get("type") != "file" or hidden or not name.lower().endswith(PART_SUFFIXES):
+        if not path.rsplit("/", 1)[-1].lower().endswith(PART_SUFFIXES):
             continue
         url = path if protocol in ("file", "local") else fs.unstrip_protocol(path)
-        parts.append(Part(url, int(info.get("size") or 0)))
+        parts.append(Part(url, int(found[path].get("size") or 0)))
     if not parts:
         raise DataError(data_file, f"no part files ({', '.join(PART_SUFFIXES)}) found")
     return parts
 
 
-def _expand_dir(fs: Any, path: str, found: dict[str, dict]) -> bool:
-    # A glob that matches folders (data/2026-*) takes the parts inside them.
-    for inner, info in fs.find(path, detail=True).items():
-        found.setdefault(inner, info)
-    return False
+def _files_under(fs: Any, path: str, base: str) -> dict[str, dict[str, Any]]:
+    """The files at or under ``path`` with no hidden name (``.``, ``_``) below ``base``."""
+    info = fs.info(path)
+    found = fs.find(path, detail=True) if info["type"] == "directory" else {path: info}
+    return {
+        inner: detail
+        for inner, detail in found.items()
+        if detail.get("type") == "file"
+        and not any(name.startswith((".", "_")) for name in inner[len(base) :].split("/") if name)
+    }
 
 
 def source_name(data_file: str | Path) -> Path | str:
