@@ -498,12 +498,21 @@ class GateParams:
 
 
 def problems(values: Mapping[str, object]) -> list[str]:
-    """What is wrong with each declared parameter's value, one line each, in declaration order."""
-    return [
+    """What is wrong with each declared parameter's value, one line each, in declaration order.
+
+    Then what is wrong with a combination: the dask engine takes the time split only.
+    """
+    found = [
         problem
         for param in PARAMETERS
         if param.name in values and (problem := param.problem(values[param.name])) is not None
     ]
+    if values.get("engine") == "dask" and values.get("split", config.SPLIT) != "time":
+        found.append(
+            f"engine=dask takes split=time only, got split={values['split']}: a random split needs "
+            "every row's position in one process (use engine=local for it)"
+        )
+    return found
 
 
 def check_params(values: Mapping[str, object]) -> None:

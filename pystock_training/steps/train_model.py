@@ -79,6 +79,10 @@ def train_model(**values: Any) -> TrainResult:
     predictions CSV for the gate. ``data_digest``, when given, is the sha256 the caller (the
     driver's run key) computed: the file must still hash to it as it is read.
 
+    With ``engine=dask`` the table stays on a Dask cluster, part by part (``dask_engine``), and
+    the predictions are a folder of CSV parts; the cluster is reached (or an embedded one
+    started) before the run is created.
+
     Without ``predictions_file`` the predictions go to a new folder only this user can enter
     (removed if the step fails). The train run records their sha256 (``pystock.predictions_sha256``),
     which evaluate_model checks before it reads them.
@@ -198,11 +202,6 @@ def _train_on_dask(
     client: Client, params: TrainParams, run: Run, path: Path, champion: Champion | None, timer: StepTimer
 ) -> TrainResult:
     """The dask engine (dask_engine.py): the table stays on the workers, part by part."""
-    if params.split != "time":
-        raise PystockError(
-            f"engine=dask takes split=time only, got split={params.split}: a random split needs every "
-            "row's position in one process (use engine=local for it)"
-        )
     n_workers = n_workers_of(client)
     mlflow.set_tags(
         {config.TAG_DASK_WORKERS: str(n_workers), config.TAG_DASK_SCHEDULER: str(client.scheduler.address)}
