@@ -260,3 +260,20 @@ def test_an_unreachable_scheduler_fails_up_front_in_one_line(tmp_path: Path, tra
     assert runs[0].data.tags["mlflow.project.entryPoint"] == "main"
     assert f"dask scheduler {address} did not answer" in runs[0].data.tags[config.TAG_ERROR]
     assert client.search_registered_models() == []
+
+
+def test_a_random_split_on_the_dask_engine_is_refused_before_any_step(
+    tmp_path: Path, tracking_uri: str
+) -> None:
+    parts = tmp_path / "parts"
+    write_parts(walk_frame(2_000), parts, 2)
+
+    result = run_pipeline(tmp_path, tracking_uri, "engine=dask", "split=random", f"data_file={parts}")
+    assert result.returncode != 0
+    errors = pystock_errors(result.stderr)
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert "engine=dask takes split=time only, got split=random" in errors[0]
+    assert "starting an embedded Dask LocalCluster" not in result.stderr
+    runs = runs_of(MlflowClient(tracking_uri))
+    assert [run.info.status for run in runs] == ["FAILED"]
+    assert "split=time only" in runs[0].data.tags[config.TAG_ERROR]

@@ -406,12 +406,16 @@ def test_both_engines_train_the_same_model_on_the_same_flags(client, tmp_path: P
 
 
 @pytest.mark.slow
-def test_merged_rows_are_the_distinct_training_and_validation_rows(client, walk_parts: Path) -> None:
-    parts, scans = scanned(walk_parts)
-    layout = dask_engine.layout_of(str(walk_parts), parts, scans, 0.33)
+def test_merged_rows_are_the_distinct_training_and_validation_rows(client, tmp_path: Path) -> None:
+    # Parts of 50 rows: some wholly in the training rows, some wholly in the validation rows
+    # (counted as they were scanned), and the ones a cut falls in (counted again).
+    frame = walk_frame(1_000, seed=3)
+    write_parts(frame, tmp_path / "parts", 20)
+    parts, scans = scanned(tmp_path / "parts")
+    layout = dask_engine.layout_of(str(tmp_path / "parts"), parts, scans, 0.33)
+    assert (layout.train_end, layout.fit_end) == (536, 670)
     space = dask_engine.code_space(scans)
     train, validation = dask_engine.merged_rows(client, layout, scans, space)
-    frame = walk_frame(1_000, seed=3)
     flags, label = list(frame.columns[:-1]), frame.columns[-1]
     for merged, (low, high) in (
         (train, (0, layout.train_end)),
@@ -570,7 +574,7 @@ def test_a_random_split_is_refused_on_the_dask_engine(client, tmp_path: Path, tr
             split="random",
         )
     message = str(raised.value)
-    assert message.startswith("engine=dask takes split=time only, got split=random")
+    assert "engine=dask takes split=time only, got split=random" in message
     assert "\n" not in message
     run = only_run()
     assert run.info.status == "FAILED"

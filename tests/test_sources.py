@@ -71,11 +71,6 @@ def test_names_sort_as_text_so_part_numbers_need_their_zeros(tmp_path: Path) -> 
     assert listed(tmp_path, tmp_path) == ["part-1.csv", "part-10.csv", "part-2.csv"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG sources.list_parts: only a file's own name is checked for a leading '.' or '_', so "
-    "the parts inside a hidden folder (Spark's _temporary/, a writer's .staging/) are listed",
-)
 def test_parts_inside_hidden_folders_are_skipped(tmp_path: Path) -> None:
     # An upstream writer still at work: Spark stages its task output under _temporary/, others
     # under a dot folder they rename into place. Those rows are not the table (yet).
@@ -95,13 +90,6 @@ def test_a_glob_selects_the_matching_files_in_name_order(tmp_path: Path) -> None
     assert is_partitioned(tmp_path / "a-*.parquet")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="BUG sources.list_parts: a glob matching folders runs _expand_dir inside the dict "
-    "comprehension over `found`, which it mutates: RuntimeError 'dictionary changed size during "
-    "iteration' (a traceback, not one line); the parts it adds would be dropped anyway",
-)
 def test_a_glob_that_matches_folders_takes_the_parts_inside_them(tmp_path: Path) -> None:
     touch(tmp_path, "2026-01/part-0.parquet", "2026-02/part-0.parquet", "2025-12/part-0.parquet")
     assert listed(tmp_path / "2026-*", tmp_path) == ["2026-01/part-0.parquet", "2026-02/part-0.parquet"]
