@@ -31,6 +31,7 @@ from benchmarks.dask_scale import (
     measure_tree,
     parts_for,
     process_role,
+    representative,
     single_file_for,
     table_rows,
 )
@@ -179,6 +180,15 @@ def test_table_reports_ratios_kills_and_runs_left_out() -> None:
     ]
     assert records[0]["wall_ratio_dask_local"] == 1.5
     assert records[3]["wall_s"] == ""
+
+
+def test_the_median_repeat_is_reported_unless_one_broke() -> None:
+    runs = [EngineRun("dask", "parts", measurement(wall, MB)) for wall in (30.0, 10.0, 20.0)]
+    chosen = representative(runs)
+    assert chosen is runs[2]
+    assert chosen.walls_s == [30.0, 10.0, 20.0]
+    runs.append(EngineRun("dask", "parts", measurement(5.0, MB, "killed: disk")))
+    assert representative(runs).status == "killed: disk"
 
 
 @pytest.mark.slow
