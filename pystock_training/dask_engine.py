@@ -153,15 +153,34 @@ def _rows_in(part: Part, offset: int, low: int, high: int) -> tuple[np.ndarray, 
     return dataset.features.to_numpy()[start:stop], dataset.labels[start:stop]
 
 
-def count_rows(part: Part, offset: int, ranges: tuple[tuple[int, int], ...]) -> list[RowCounts | None]:
-    """For each global row range, the distinct rows of the part's rows in it with their counts."""
+def count_rows(
+    part: Part, offset: int, ranges: tuple[tuple[int, int], ...], space: CodeSpace | None = None
+) -> list[RowCounts | None]:
+    """For each global row range, the distinct rows of the part's rows in it with their counts.
+
+    With ``space`` (the table's code space) every range is counted however many distinct rows
+    it has; without it, a range with too many gives None, as a scan does.
+    """
     dataset = load_part(part)
     matrix = dataset.features.to_numpy()
     counts: list[RowCounts | None] = []
     for low, high in ranges:
         start, stop = max(low - offset, 0), min(high - offset, dataset.n_rows)
-        counts.append(row_counts(matrix[start:stop], dataset.labels[start:stop]) if start < stop else None)
+        if start >= stop:
+            counts.append(None)
+        elif space is None:
+            counts.append(row_counts(matrix[start:stop], dataset.labels[start:stop]))
+        else:
+            counts.append(_counts_in(space, matrix[start:stop], dataset.labels[start:stop]))
     return counts
+
+
+def _counts_in(space: CodeSpace, matrix: np.ndarray, labels: np.ndarray) -> RowCounts:
+    codes = space.encode(matrix)
+    totals = np.bincount(codes, minlength=space.n_codes)
+    present = np.flatnonzero(totals)
+    positives = np.bincount(codes, weights=labels, minlength=space.n_codes)[present].astype(np.int64)
+    return RowCounts(space.decode(present), totals[present].astype(np.int64), positives)
 
 
 def load_range(item: tuple[Part, int], low: int, high: int) -> pd.DataFrame:
@@ -339,7 +358,9 @@ def merged_rows(
         else:
             recount.append(index)
     calls = ((layout.parts[index], layout.offsets[index]) for index in recount)
-    for _, counts in run_bounded(client, count_rows, calls, ranges=ranges):
+    # In the table's code space, with no limit on distinct rows: a part whose scan sent no counts
+    # back (too many distinct rows, or past the client's budget) is counted in full here.
+    for _, counts in run_bounded(client, count_rows, calls, ranges=ranges, space=space):
         for position, part_counts in enumerate(counts):
             add(position, part_counts)
     logger.info(

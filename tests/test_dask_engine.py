@@ -435,12 +435,6 @@ def test_merged_rows_are_the_distinct_training_and_validation_rows(client, tmp_p
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG dask_engine.merged_rows: a part whose rows in a range have more than MAX_PART_COUNTS "
-    "distinct rows gets counts=None from the scan and again from count_rows (row_counts gives up on "
-    "it), and add() skips None: those rows are silently left out of training",
-)
 def test_a_part_whose_rows_hardly_repeat_is_trained_on_in_full(client, tmp_path: Path, tracking_uri) -> None:
     # 20 flags: 2**20 codes, within MAX_CODES, so the table is counted by code. Part 0's 72k
     # rows are nearly all distinct (more than MAX_PART_COUNTS); the other parts repeat 50 rows.
