@@ -2,16 +2,18 @@
 
 The client (the train_model process) never holds the table. It asks the workers for:
 
-1. a scan of every part: rows, the per-column range of int8 flags, the sha256 (the manifest
-   digest, data/parts.py) and the data contract's checks, each error naming the part and line;
-2. for a table of int8 flags, the count of each distinct row (its mixed-radix code) in the
-   training and validation rows: a map-reduce bounded by the code space (16,384 codes for 14
-   flags), not by the rows. The client trains on the merged rows exactly as the local engine
-   does (distinct.py), so both give the same model up to float rounding. Any other table
-   trains with ``xgboost.dask.train`` on ``DaskQuantileDMatrix``, whose bins depend on how the
-   rows are spread over the workers: the run records how many took part;
-3. the test predictions of each part, returned as Arrow tables that the client writes as the
-   parts of the predictions folder as they arrive, a few at a time, so memory stays bounded.
+1. a scan of every part: its rows, the per-column range of int8 flags, its sha256 (for the
+   manifest digest, sources.py), the data contract's checks (each error naming the part and
+   line) and, for int8 flags, the count of each distinct row and of its positive labels;
+2. training: for a table of int8 flags, the client adds up the counts of the parts wholly in
+   the training or the validation rows (the parts a cut falls in are counted again, range by
+   range): a map-reduce bounded by the code space (16,384 codes for 14 flags), not by the rows.
+   It trains on the merged rows exactly as the local engine does (distinct.py), so both give
+   the same model up to float rounding. Any other table trains with ``xgboost.dask.train`` on
+   ``DaskQuantileDMatrix``, whose bins depend on how the rows are spread over the workers: the
+   run records how many took part;
+3. the test predictions of each part, as the CSV bytes of one part of the predictions folder,
+   which the client writes as they arrive, a few at a time, so memory stays bounded.
 
 The split is ``time`` only: the last ``test_size`` of rows over all parts are the test set and
 the validation rows end the training part, as with one file. A random split needs every row's
@@ -46,6 +48,8 @@ from pystock_training.sources import Part, manifest_digest
 if TYPE_CHECKING:
     import xgboost as xgb
     from distributed import Client
+
+    from pystock_training.params import TrainParams
 
 logger = logging.getLogger(__name__)
 
@@ -382,7 +386,7 @@ def merged_rows(
 
 
 def train_on_cluster(
-    client: Client, layout: Layout, n_features: int, booster_params: dict[str, Any], params: Any
+    client: Client, layout: Layout, n_features: int, booster_params: dict[str, Any], params: TrainParams
 ) -> tuple[xgb.Booster, dict[str, dict[str, list[float]]], tuple[int, int, int]]:
     """``xgboost.dask.train`` on the training rows, stopping early on the validation rows.
 
