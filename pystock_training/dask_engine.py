@@ -40,7 +40,7 @@ from pystock_training.data.parts import load_part
 from pystock_training.data.split import time_split_bounds
 from pystock_training.data.table import LABEL_COLUMN, feature_names
 from pystock_training.digest import FileDigest
-from pystock_training.distinct import CodeSpace, distinct_rows
+from pystock_training.distinct import CodeSpace, column_range, distinct_rows
 from pystock_training.errors import DataError
 from pystock_training.handoff import predictions_table
 from pystock_training.sources import Part, manifest_digest
@@ -92,11 +92,13 @@ class RowCounts:
         return self.rows.nbytes + self.totals.nbytes + self.positives.nbytes
 
 
-def row_counts(matrix: np.ndarray, labels: np.ndarray) -> RowCounts | None:
+def row_counts(
+    matrix: np.ndarray, labels: np.ndarray, extremes: tuple[np.ndarray, np.ndarray] | None = None
+) -> RowCounts | None:
     """The distinct rows of an int8 matrix with their counts; None for floats or too many to be worth it."""
     if matrix.dtype != np.int8 or len(matrix) == 0:
         return None
-    space = CodeSpace.of(matrix.min(axis=0), matrix.max(axis=0))
+    space = CodeSpace.of(*(extremes or column_range(matrix)))
     if space is None:
         return None
     codes = space.encode(matrix)
@@ -135,18 +137,18 @@ def scan_part(part: Part) -> PartScan:
     """Read and check one part: its size and digest, the range of each int8 column, its row counts."""
     dataset = load_part(part)
     matrix = dataset.features.to_numpy()
-    int8 = matrix.dtype == np.int8
+    extremes = column_range(matrix) if matrix.dtype == np.int8 else None
     return PartScan(
         rows=dataset.n_rows,
         n_features=matrix.shape[1],
-        low=matrix.min(axis=0) if int8 else None,
-        high=matrix.max(axis=0) if int8 else None,
+        low=extremes[0] if extremes else None,
+        high=extremes[1] if extremes else None,
         positives=int(dataset.labels.sum()),
         sha256=dataset.digest.sha256,
         size=dataset.digest.size,
         # Counted while the part is in memory: a part wholly in the training or the validation
         # rows (all but at most two) is not read again to train.
-        counts=row_counts(matrix, dataset.labels),
+        counts=row_counts(matrix, dataset.labels, extremes),
     )
 
 

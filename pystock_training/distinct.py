@@ -79,7 +79,7 @@ def distinct_rows(features: pd.DataFrame) -> DistinctRows:
     matrix = features.to_numpy()
     if matrix.dtype != np.int8 or matrix.ndim != 2 or len(matrix) == 0:
         return unmerged
-    space = CodeSpace.of(matrix.min(axis=0), matrix.max(axis=0))
+    space = CodeSpace.of(*column_range(matrix))
     if space is None:
         return unmerged
     codes = space.encode(matrix)
@@ -90,6 +90,27 @@ def distinct_rows(features: pd.DataFrame) -> DistinctRows:
     slot[present] = np.arange(len(present), dtype=np.int32)
     rows = pd.DataFrame(space.decode(present), columns=features.columns, copy=False)
     return DistinctRows(rows, slot[codes])
+
+
+# Rows reduced side by side: numpy reduces a narrow int8 matrix down its columns about ten times
+# slower than a wide one, so blocks of this many rows are laid side by side first.
+_RANGE_BLOCK = 64
+
+
+def column_range(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's minimum and maximum of a non-empty 2-D matrix, as ``matrix.min(axis=0)`` would give."""
+    n_rows, n_columns = matrix.shape
+    whole = n_rows - n_rows % _RANGE_BLOCK
+    if not matrix.flags.c_contiguous or whole == 0:
+        return matrix.min(axis=0), matrix.max(axis=0)
+    # A free view: each row of it holds _RANGE_BLOCK consecutive rows of the matrix.
+    wide = matrix[:whole].reshape(-1, n_columns * _RANGE_BLOCK)
+    low = wide.min(axis=0).reshape(_RANGE_BLOCK, n_columns).min(axis=0)
+    high = wide.max(axis=0).reshape(_RANGE_BLOCK, n_columns).max(axis=0)
+    if whole < n_rows:
+        low = np.minimum(low, matrix[whole:].min(axis=0))
+        high = np.maximum(high, matrix[whole:].max(axis=0))
+    return low, high
 
 
 @dataclass(frozen=True)

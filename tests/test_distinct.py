@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from pystock_training import config
-from pystock_training.distinct import MAX_CODES, distinct_rows
+from pystock_training.distinct import MAX_CODES, column_range, distinct_rows
 from pystock_training.model import fit, predict_proba
 from pystock_training.params import TrainParams
 from pystock_training.steps.evaluate_model import evaluate_model
@@ -144,3 +144,16 @@ def test_train_model_on_repeated_rows_predicts_every_row_as_the_champion_would(
     np.testing.assert_allclose(
         written["champion_proba"], logged.predict(x_test.astype(np.float64)), rtol=1e-6
     )
+
+
+@pytest.mark.parametrize("n_rows", [1, 63, 64, 65, 1000, 4099])
+@pytest.mark.parametrize("layout", ["c", "fortran", "every_other_row"])
+def test_column_range_is_numpys_min_and_max_down_the_columns(n_rows: int, layout: str) -> None:
+    matrix = np.random.default_rng(n_rows).integers(-128, 128, size=(n_rows, 14)).astype(np.int8)
+    if layout == "fortran":
+        matrix = np.asfortranarray(matrix)
+    elif layout == "every_other_row":
+        matrix = matrix[::2]
+    low, high = column_range(matrix)
+    np.testing.assert_array_equal(low, matrix.min(axis=0))
+    np.testing.assert_array_equal(high, matrix.max(axis=0))
