@@ -1,11 +1,7 @@
 """Where the training table is: one file, or part files (a folder, a glob, an fsspec URL).
 
-A table split over part files: a folder, a glob, or an fsspec URL of Parquet/CSV parts.
-
-The parts are read in sorted name order, which is time order, so the table is their rows one
-part after another. Every part is checked against the data contract on its own, and an error
-names the part (and its line). The checks of the table as a whole (enough rows, both classes)
-apply to all the rows together.
+The parts are Parquet or CSV files, read in sorted name order, which is time order, so the
+table is their rows one part after another (data/parts.py reads them, each checked on its own).
 
 The table's digest is a manifest: the sha256 of one line ``"<part sha256> <part size>\\n"`` per
 part, in order. Its size is the parts' total bytes, and it keeps the manifest digest of every
@@ -17,15 +13,12 @@ every byte once (sha256 at disk speed); nothing else about a part (its name, its
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pystock_training.digest import CHUNK_BYTES, FileDigest, Prefix, file_digest
 from pystock_training.errors import DataError, first_line
-
-logger = logging.getLogger(__name__)
 
 PART_SUFFIXES = (".parquet", ".pq", ".csv")
 _GLOB_CHARACTERS = frozenset("*?[")
