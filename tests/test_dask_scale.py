@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -26,6 +27,7 @@ from benchmarks.dask_scale import (
     ProcessPeak,
     SizeResult,
     TreeMeasurement,
+    TreeSampler,
     csv_records,
     local_not_run_note,
     measure_tree,
@@ -37,7 +39,7 @@ from benchmarks.dask_scale import (
 )
 from benchmarks.generate_data import write_dataset, write_parquet_parts
 from pystock_training.data import load_dataset
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, poll_until
 
 
 def part_rows_of(directory: Path) -> list[int]:
@@ -192,20 +194,30 @@ def test_the_median_repeat_is_reported_unless_one_broke() -> None:
 
 
 @pytest.mark.slow
-def test_monitor_keeps_each_process_peak(tmp_path: Path) -> None:
-    child = "import time; b = bytearray(300 * 1024 * 1024); time.sleep(0.5)"
-    parent = (
-        f"import subprocess, sys, time; subprocess.run([sys.executable, '-c', {child!r}]); time.sleep(0.2)"
+def test_sampler_keeps_each_process_peak(tmp_path: Path) -> None:
+    # The child holds 300 MB until the test has sampled it (ready file, then a go file), so the
+    # sample sees it however slowly a busy machine starts the processes.
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    child = (
+        f"import pathlib, time\nb = bytearray(300 * 1024 * 1024)\npathlib.Path({str(ready)!r}).touch()\n"
+        f"while not pathlib.Path({str(go)!r}).exists():\n    time.sleep(0.01)\n"
     )
-    result = measure_tree([sys.executable, "-c", parent], cwd=tmp_path)
-    assert result.status == "ok"
-    largest = result.largest
-    assert largest is not None
+    parent = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}], check=True)"
+    process = subprocess.Popen([sys.executable, "-c", parent])
+    try:
+        sampler = TreeSampler(psutil.Process(process.pid))
+        poll_until(lambda: True if ready.exists() else None, timeout=60, what="the child's allocation")
+        total = sampler.sample()
+    finally:
+        go.touch()
+        process.wait(timeout=60)
+    processes = sampler.processes()
+    largest = processes[0]
     assert largest.peak_rss_bytes > 300 * MB
     assert "bytearray" in largest.cmdline
-    assert largest.ppid == result.processes[1].pid
-    assert result.processes[1].peak_rss_bytes < 100 * MB
-    assert result.peak_tree_rss_bytes >= largest.peak_rss_bytes
+    assert largest.ppid == processes[1].pid == process.pid
+    assert processes[1].peak_rss_bytes < 100 * MB
+    assert sampler.peak_tree == total >= largest.peak_rss_bytes + processes[1].peak_rss_bytes
 
 
 @pytest.mark.slow
