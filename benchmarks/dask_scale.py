@@ -31,7 +31,6 @@ import logging
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +45,16 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.generate_data import PART_ROWS, part_name, write_parquet_parts
-from benchmarks.scale import GB, MB, StepTiming, kill_tree, markdown_table, parse_rows, pipeline_steps
+from benchmarks.scale import (
+    GB,
+    MB,
+    ProcessPeak,
+    StepTiming,
+    markdown_table,
+    parse_rows,
+    pipeline_steps,
+    run_sampled,
+)
 from pystock_training.handoff import atomic_write
 from tests.conftest import PROJECT_ROOT, subprocess_env
 
@@ -63,17 +71,6 @@ PROCESS_TARGET_BYTES: Final = 4 * GB
 # Processes below this are left out of the per-process listings (shells, the resource tracker).
 LISTED_PROCESS_BYTES: Final = 50 * MB
 STEP_SCRIPTS: Final = ("main.py", "train_model.py", "evaluate_model.py", "register_model.py")
-
-
-@dataclass
-class ProcessPeak:
-    """One process of a measured tree at its highest RSS."""
-
-    pid: int
-    ppid: int
-    role: str
-    cmdline: str
-    peak_rss_bytes: int
 
 
 @dataclass(frozen=True)
@@ -177,53 +174,6 @@ def process_role(cmdline: Sequence[str], parent_role: str = "") -> str:
     return Path(cmdline[0]).name if cmdline else "?"
 
 
-class TreeSampler:
-    """Peak RSS per process of a tree, and of the tree's sum, over repeated samples."""
-
-    def __init__(self, root: psutil.Process) -> None:
-        self.root = root
-        self.peaks: dict[tuple[int, float], ProcessPeak] = {}
-        self.peak_tree = 0
-
-    def sample(self) -> int:
-        """Sample every process once; return the tree's summed RSS (0 once the tree is gone)."""
-        try:
-            procs = [self.root, *self.root.children(recursive=True)]
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            return 0
-        total = 0
-        for proc in procs:
-            # Processes come and go between listing and reading; a vanished one holds no memory.
-            try:
-                rss = proc.memory_info().rss
-                key = (proc.pid, proc.create_time())
-                total += rss
-                peak = self.peaks.get(key)
-                if peak is None or rss > peak.peak_rss_bytes:
-                    # Re-read on each new peak: a shell that execs Python keeps its pid.
-                    cmdline = proc.cmdline()
-                    self.peaks[key] = ProcessPeak(proc.pid, proc.ppid(), "", " ".join(cmdline), rss)
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-        self.peak_tree = max(self.peak_tree, total)
-        return total
-
-    def processes(self) -> list[ProcessPeak]:
-        """Every process seen, with its role, largest peak first."""
-        by_pid = {peak.pid: peak for peak in self.peaks.values()}
-
-        def role(peak: ProcessPeak) -> str:
-            parent = by_pid.get(peak.ppid)
-            parent_role = process_role(parent.cmdline.split()) if parent else ""
-            own = process_role(peak.cmdline.split(), parent_role)
-            # A forked helper keeps its parent's command line (the driver forks one, for instance).
-            return f"{own} (fork)" if parent and parent.cmdline == peak.cmdline else own
-
-        for peak in self.peaks.values():
-            peak.role = role(peak)
-        return sorted(self.peaks.values(), key=lambda peak: peak.peak_rss_bytes, reverse=True)
-
-
 def measure_tree(
     command: Sequence[str],
     *,
@@ -240,48 +190,40 @@ def measure_tree(
     """
     disk_path = disk_path or cwd
     free_before = least_free = shutil.disk_usage(disk_path).free
-    stderr_path = cwd / "stderr.log"
-    status = "ok"
-    with (cwd / "stdout.log").open("wb") as stdout, stderr_path.open("wb") as stderr:
-        started = time.monotonic()
-        process = subprocess.Popen(
-            list(command), cwd=cwd, env=env, stdout=stdout, stderr=stderr, start_new_session=True
-        )
-        root = psutil.Process(process.pid)
-        sampler = TreeSampler(root)
-        try:
-            while process.poll() is None:
-                total = sampler.sample()
-                least_free = min(least_free, shutil.disk_usage(disk_path).free)
-                if rss_limit_bytes is not None and total > rss_limit_bytes:
-                    status = "killed: rss"
-                elif least_free < min_free_disk_bytes:
-                    status = "killed: disk"
-                if status != "ok":
-                    kill_tree(root)
-                    break
-                time.sleep(SAMPLE_SECONDS)
-            returncode = process.wait()
-            wall = time.monotonic() - started
-        except BaseException:
-            # Interrupted (Ctrl-C): leave nothing running that this benchmark started.
-            kill_tree(root)
-            process.wait()
-            raise
-    tail: list[str] = []
-    if status == "ok" and returncode != 0:
-        status = "failed"
+
+    def stop(total: int) -> str | None:
+        nonlocal least_free
+        least_free = min(least_free, shutil.disk_usage(disk_path).free)
+        if rss_limit_bytes is not None and total > rss_limit_bytes:
+            return "killed: rss"
+        return "killed: disk" if least_free < min_free_disk_bytes else None
+
+    run = run_sampled(command, cwd=cwd, env=env, stop=stop, sample_seconds=SAMPLE_SECONDS)
+    status = run.stopped or ("failed" if run.returncode != 0 else "ok")
+    tail = []
     if status != "ok":
-        tail = stderr_path.read_text(errors="replace").splitlines()[-STDERR_TAIL_LINES:]
+        tail = run.stderr_path.read_text(errors="replace").splitlines()[-STDERR_TAIL_LINES:]
     return TreeMeasurement(
-        wall_s=wall,
-        peak_tree_rss_bytes=sampler.peak_tree,
-        processes=sampler.processes(),
+        wall_s=run.wall_s,
+        peak_tree_rss_bytes=run.sampler.peak_tree,
+        processes=with_roles(run.sampler.processes()),
         status=status,
-        returncode=returncode,
+        returncode=run.returncode,
         disk_used_bytes=max(0, free_before - least_free),
         stderr_tail=tail,
     )
+
+
+def with_roles(peaks: list[ProcessPeak]) -> list[ProcessPeak]:
+    """``peaks`` with each one's role (``process_role``) filled in."""
+    by_pid = {peak.pid: peak for peak in peaks}
+    for peak in peaks:
+        parent = by_pid.get(peak.ppid)
+        parent_role = process_role(parent.cmdline.split()) if parent else ""
+        own = process_role(peak.cmdline.split(), parent_role)
+        # A forked helper keeps its parent's command line (the driver forks one, for instance).
+        peak.role = f"{own} (fork)" if parent and parent.cmdline == peak.cmdline else own
+    return peaks
 
 
 def parts_for(work_dir: Path, n_rows: int, seed: int, part_rows: int) -> Path:

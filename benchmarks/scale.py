@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -103,20 +103,51 @@ class SizeResult:
     steps: list[StepTiming]
 
 
-def tree_rss(root: psutil.Process) -> int:
-    """Summed RSS of ``root`` and all its descendants, in bytes; 0 once the tree is gone."""
-    try:
-        procs = [root, *root.children(recursive=True)]
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return 0
-    total = 0
-    for proc in procs:
-        # Processes come and go between listing and reading; a vanished one holds no memory.
+@dataclass
+class ProcessPeak:
+    """One process of a measured tree at its highest RSS."""
+
+    pid: int
+    ppid: int
+    role: str
+    cmdline: str
+    peak_rss_bytes: int
+
+
+class TreeSampler:
+    """Peak RSS per process of a tree, and of the tree's sum, over repeated samples."""
+
+    def __init__(self, root: psutil.Process) -> None:
+        self.root = root
+        self.peaks: dict[tuple[int, float], ProcessPeak] = {}
+        self.peak_tree = 0
+
+    def sample(self) -> int:
+        """Sample every process once; return the tree's summed RSS (0 once the tree is gone)."""
         try:
-            total += proc.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return total
+            procs = [self.root, *self.root.children(recursive=True)]
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            return 0
+        total = 0
+        for proc in procs:
+            # Processes come and go between listing and reading; a vanished one holds no memory.
+            try:
+                rss = proc.memory_info().rss
+                key = (proc.pid, proc.create_time())
+                total += rss
+                peak = self.peaks.get(key)
+                if peak is None or rss > peak.peak_rss_bytes:
+                    # Re-read on each new peak: a shell that execs Python keeps its pid.
+                    cmdline = proc.cmdline()
+                    self.peaks[key] = ProcessPeak(proc.pid, proc.ppid(), "", " ".join(cmdline), rss)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        self.peak_tree = max(self.peak_tree, total)
+        return total
+
+    def processes(self) -> list[ProcessPeak]:
+        """Every process seen, largest peak first."""
+        return sorted(self.peaks.values(), key=lambda peak: peak.peak_rss_bytes, reverse=True)
 
 
 def kill_tree(root: psutil.Process) -> None:
@@ -137,6 +168,61 @@ def kill_tree(root: psutil.Process) -> None:
     psutil.wait_procs(procs, timeout=10)
 
 
+@dataclass(frozen=True)
+class SampledRun:
+    """A command run to its end, or to the kill ``stop`` asked for, and its tree's samples."""
+
+    wall_s: float
+    returncode: int
+    pid: int
+    # What ``stop`` returned to have the tree killed; "" when the command ended on its own.
+    stopped: str
+    sampler: TreeSampler
+    stderr_path: Path
+
+
+def run_sampled(
+    command: Sequence[str],
+    *,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    log_dir: Path | None = None,
+    stop: Callable[[int], str | None] = lambda total: None,
+    sample_seconds: float = SAMPLE_SECONDS,
+) -> SampledRun:
+    """Run ``command``, sampling each process of its tree, and kill the tree when ``stop`` says why.
+
+    ``stop`` gets the tree's summed RSS after each sample. stdout and stderr go to files in
+    ``log_dir`` (default ``cwd``), not pipes: a pipe nobody reads while sampling would fill up
+    and stall a chatty command.
+    """
+    log_dir = log_dir or cwd
+    stderr_path = log_dir / "stderr.log"
+    stopped = ""
+    with (log_dir / "stdout.log").open("wb") as stdout, stderr_path.open("wb") as stderr:
+        started = time.monotonic()
+        process = subprocess.Popen(
+            list(command), cwd=cwd, env=env, stdout=stdout, stderr=stderr, start_new_session=True
+        )
+        root = psutil.Process(process.pid)
+        sampler = TreeSampler(root)
+        try:
+            while process.poll() is None:
+                stopped = stop(sampler.sample()) or ""
+                if stopped:
+                    kill_tree(root)
+                    break
+                time.sleep(sample_seconds)
+            returncode = process.wait()
+            wall = time.monotonic() - started
+        except BaseException:
+            # Interrupted (Ctrl-C): leave nothing running that this benchmark started.
+            kill_tree(root)
+            process.wait()
+            raise
+    return SampledRun(wall, returncode, process.pid, stopped, sampler, stderr_path)
+
+
 def measure(
     command: Sequence[str],
     *,
@@ -147,49 +233,32 @@ def measure(
 ) -> Measurement:
     """Run ``command``, sampling its process tree's summed RSS, and kill the tree past the limit.
 
-    stdout and stderr go to files in ``log_dir`` (default ``cwd``), not pipes: a pipe nobody reads
-    while sampling would fill up and stall a chatty command.
-
     Raises:
         CommandFailedError: The command exited non-zero and was not killed for its memory; the
             message ends with the last lines of its stderr.
     """
-    log_dir = log_dir or cwd
-    stdout_path, stderr_path = log_dir / "stdout.log", log_dir / "stderr.log"
-    peak = 0
-    killed = False
-    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
-        started = time.monotonic()
-        process = subprocess.Popen(
-            list(command), cwd=cwd, env=env, stdout=stdout, stderr=stderr, start_new_session=True
-        )
-        root = psutil.Process(process.pid)
-        try:
-            while process.poll() is None:
-                peak = max(peak, tree_rss(root))
-                if rss_limit_bytes is not None and peak > rss_limit_bytes:
-                    kill_tree(root)
-                    killed = True
-                    break
-                time.sleep(SAMPLE_SECONDS)
-            returncode = process.wait()
-            wall = time.monotonic() - started
-            if killed:
-                # kill_tree reaped the root already, so Popen can only report 0; say what happened.
-                returncode = -signal.SIGKILL
-        except BaseException:
-            # Interrupted (Ctrl-C): leave nothing running that this benchmark started.
-            kill_tree(root)
-            process.wait()
-            raise
+    run = run_sampled(
+        command,
+        cwd=cwd,
+        env=env,
+        log_dir=log_dir,
+        stop=lambda total: "rss" if rss_limit_bytes is not None and total > rss_limit_bytes else None,
+    )
+    killed = bool(run.stopped)
+    # kill_tree reaped the root already, so Popen can only report 0; say what happened.
+    returncode = -signal.SIGKILL if killed else run.returncode
     if returncode != 0 and not killed:
-        tail = stderr_path.read_text(errors="replace").splitlines()[-STDERR_TAIL_LINES:]
+        tail = run.stderr_path.read_text(errors="replace").splitlines()[-STDERR_TAIL_LINES:]
         raise CommandFailedError(
-            f"{' '.join(command)} exited {returncode} (logs in {log_dir}); its stderr ends:\n"
+            f"{' '.join(command)} exited {returncode} (logs in {log_dir or cwd}); its stderr ends:\n"
             + "\n".join(tail)
         )
     return Measurement(
-        wall_s=wall, peak_rss_bytes=peak, killed=killed, returncode=returncode, pid=process.pid
+        wall_s=run.wall_s,
+        peak_rss_bytes=run.sampler.peak_tree,
+        killed=killed,
+        returncode=returncode,
+        pid=run.pid,
     )
 
 

@@ -27,7 +27,6 @@ from benchmarks.dask_scale import (
     ProcessPeak,
     SizeResult,
     TreeMeasurement,
-    TreeSampler,
     csv_records,
     local_not_run_note,
     measure_tree,
@@ -38,6 +37,7 @@ from benchmarks.dask_scale import (
     table_rows,
 )
 from benchmarks.generate_data import write_dataset, write_parquet_parts
+from benchmarks.scale import TreeSampler
 from pystock_training.data import load_dataset
 from tests.conftest import PROJECT_ROOT, poll_until
 
