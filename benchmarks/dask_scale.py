@@ -24,9 +24,7 @@ does) and each run's processes, and writes everything to --output (.json) and th
 
 from __future__ import annotations
 
-import csv
 import functools
-import json
 import logging
 import math
 import os
@@ -50,10 +48,12 @@ from benchmarks.scale import (
     MB,
     ProcessPeak,
     StepTiming,
+    common_options,
     markdown_table,
     parse_rows,
     pipeline_steps,
     run_sampled,
+    write_table_files,
 )
 from pystock_training.handoff import atomic_write
 from tests.conftest import PROJECT_ROOT, subprocess_env
@@ -61,7 +61,6 @@ from tests.conftest import PROJECT_ROOT, subprocess_env
 logger = logging.getLogger("dask_scale")
 
 DEFAULT_ROWS: Final = (10_000_000, 100_000_000, 1_000_000_000)
-DEFAULT_WORK_DIR: Final = Path(tempfile.gettempdir()) / "pystock-training-bench"
 DEFAULT_OUTPUT: Final = PROJECT_ROOT / "benchmarks" / "results" / "dask_scale.json"
 DEFAULT_LOCAL_MAX_ROWS: Final = 100_000_000
 SAMPLE_SECONDS: Final = 0.05
@@ -477,7 +476,6 @@ def csv_records(results: Sequence[SizeResult]) -> list[dict[str, object]]:
 
 def write_results(results: Sequence[SizeResult], settings: dict[str, object], output: Path) -> None:
     """Everything to ``output`` (.json), the table beside it (.csv)."""
-    output.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "settings": settings,
         "results": [
@@ -490,12 +488,7 @@ def write_results(results: Sequence[SizeResult], settings: dict[str, object], ou
             for result in results
         ],
     }
-    output.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
-    records = csv_records(results)
-    with output.with_suffix(".csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(records[0]) if records else ["rows"])
-        writer.writeheader()
-        writer.writerows(records)
+    write_table_files(output, payload, csv_records(results))
 
 
 def log_steps(rows: int, run: EngineRun) -> None:
@@ -513,18 +506,8 @@ def log_steps(rows: int, run: EngineRun) -> None:
 
 
 @click.command()
-@click.option(
-    "--rows",
-    "rows_values",
-    multiple=True,
-    default=[",".join(map(str, DEFAULT_ROWS))],
-    show_default=True,
-    help="Row counts, repeatable or comma-separated (1e9 works).",
-)
+@common_options(DEFAULT_ROWS, "parts")
 @click.option("--part-rows", type=click.IntRange(min=1), default=PART_ROWS, show_default=True)
-@click.option("--num-boost-round", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--max-depth", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated data.")
 @click.option(
     "--local-max-rows",
     type=click.IntRange(min=0),
@@ -539,20 +522,6 @@ def log_steps(rows: int, run: EngineRun) -> None:
     show_default=True,
     help="The local engine's input: the parts folder, one Parquet file of the same rows, or the "
     "folder if the loader accepts one.",
-)
-@click.option(
-    "--work-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_WORK_DIR,
-    show_default=True,
-    help="Generated parts (cached by row count) and the runs' scratch folders; keep it out of the repo.",
-)
-@click.option(
-    "--rss-limit-gb",
-    type=click.FloatRange(min=0, min_open=True),
-    default=20.0,
-    show_default=True,
-    help="Kill a measured process tree whose summed RSS passes this.",
 )
 @click.option(
     "--min-free-disk-gb",

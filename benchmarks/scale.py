@@ -508,18 +508,12 @@ def write_results(
     floor: FloorResult | None = None,
 ) -> None:
     """Write the plots to ``output`` and the results beside it as .json (everything) and .csv (the table)."""
-    output.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "settings": settings,
         "results": [asdict(result) for result in results],
         "shipped_data": None if floor is None else asdict(floor) | {"gap_s": floor.gap_s},
     }
-    output.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
-    records = csv_records(results)
-    with output.with_suffix(".csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(records[0]) if records else ["rows"])
-        writer.writeheader()
-        writer.writerows(records)
+    write_table_files(output, payload, csv_records(results))
     plot(results, limit_gb, output)
 
 
@@ -552,32 +546,59 @@ def plot(results: Sequence[SizeResult], limit_gb: float, output: Path) -> None:
     plt.close(figure)
 
 
+def common_options(
+    default_rows: Sequence[int], data: str
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The options both scale benchmarks take: sizes, model, data seed, work dir and RSS limit."""
+    options = [
+        click.option(
+            "--rows",
+            "rows_values",
+            multiple=True,
+            default=[",".join(map(str, default_rows))],
+            show_default=True,
+            help="Row counts, repeatable or comma-separated (1e9 works).",
+        ),
+        click.option("--num-boost-round", type=click.IntRange(min=1), default=100, show_default=True),
+        click.option("--max-depth", type=click.IntRange(min=1), default=3, show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated data."),
+        click.option(
+            "--work-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=DEFAULT_WORK_DIR,
+            show_default=True,
+            help=f"Generated {data} (cached by row count) and the runs' scratch folders; keep it out of "
+            "the repo.",
+        ),
+        click.option(
+            "--rss-limit-gb",
+            type=click.FloatRange(min=0, min_open=True),
+            default=20.0,
+            show_default=True,
+            help="Kill a measured process tree whose summed RSS passes this.",
+        ),
+    ]
+
+    def apply(command: Callable[..., None]) -> Callable[..., None]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
+def write_table_files(output: Path, payload: dict[str, object], records: list[dict[str, object]]) -> None:
+    """``payload`` as ``output`` with the suffix .json, and the table ``records`` beside it as .csv."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
+    with output.with_suffix(".csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(records[0]) if records else ["rows"])
+        writer.writeheader()
+        writer.writerows(records)
+
+
 @click.command()
-@click.option(
-    "--rows",
-    "rows_values",
-    multiple=True,
-    default=[",".join(map(str, DEFAULT_ROWS))],
-    show_default=True,
-    help="Row counts, repeatable or comma-separated.",
-)
-@click.option("--num-boost-round", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--max-depth", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated data.")
-@click.option(
-    "--work-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_WORK_DIR,
-    show_default=True,
-    help="Generated data (cached by row count) and the runs' scratch folders; keep it out of the repo.",
-)
-@click.option(
-    "--rss-limit-gb",
-    type=click.FloatRange(min=0, min_open=True),
-    default=20.0,
-    show_default=True,
-    help="Kill a measured process tree whose summed RSS passes this.",
-)
+@common_options(DEFAULT_ROWS, "data")
 @click.option(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
