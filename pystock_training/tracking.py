@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -37,6 +39,12 @@ def step_run(name: str) -> Iterator[Run]:
             yield mlflow.get_run(active.info.run_id)
         except BaseException as exc:
             reason = str(exc) or type(exc).__name__
+            if isinstance(exc, KeyboardInterrupt):
+                # A stop raised inside a tracking-store write leaves that write's session (with
+                # SQLite, the database's write lock) held by the traceback's frames: free them
+                # first, or ending the run waits on this process's own lock ("database is locked").
+                traceback.clear_frames(exc.__traceback__)
+                gc.collect()
             try:
                 mlflow.set_tag(config.TAG_ERROR, reason[:5000])
                 if isinstance(exc, KeyboardInterrupt):
